@@ -1,0 +1,271 @@
+//! Encoder: text -> unit-length embedding, with a BERT model run by candle.
+//!
+//! Loads a standard local model folder (`config.json`, `tokenizer.json`, and
+//! `model.safetensors` or `pytorch_model.bin`). Pooling, lowercasing, prefixes and the
+//! maximum length come from the `[encoder]` table of `models/manifest.toml`, because they
+//! belong to how a model was trained, not to the code. Documents are encoded in batches
+//! sorted by token length, so a batch pads only to its own longest text.
+
+pub mod device;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use serde::Deserialize;
+use tokenizers::{Tokenizer, TruncationParams};
+
+pub use device::DeviceKind;
+
+use crate::error::{Error, Result};
+
+/// How token vectors become one text vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// Mask-aware mean over all tokens.
+    Mean,
+    /// The `[CLS]` token's vector.
+    Cls,
+}
+
+/// The `[encoder]` table of the model manifest.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Model id stored with product vectors; vectors of another id are not used.
+    pub id: String,
+    /// Model folder, relative to the manifest.
+    pub dir: PathBuf,
+    /// Pooling strategy.
+    pub pooling: Pooling,
+    /// Lowercase text before tokenizing.
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Maximum tokens per text, special tokens included.
+    #[serde(default = "default_max_length")]
+    pub max_length: usize,
+    /// Prepended to queries (some models expect an instruction).
+    #[serde(default)]
+    pub query_prefix: String,
+    /// Prepended to product texts.
+    #[serde(default)]
+    pub document_prefix: String,
+    /// L2-normalize vectors (cosine similarity becomes a dot product).
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Texts per forward pass at index time.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+}
+
+fn default_max_length() -> usize {
+    64
+}
+fn default_batch() -> usize {
+    32
+}
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    encoder: EncoderConfig,
+}
+
+impl EncoderConfig {
+    /// Reads the `[encoder]` table of a manifest; `dir` becomes relative to the manifest.
+    pub fn from_manifest(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let manifest: Manifest =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let mut config = manifest.encoder;
+        if config.dir.is_relative() {
+            config.dir = path.parent().unwrap_or(Path::new(".")).join(&config.dir);
+        }
+        if config.max_length < 2 || config.batch_size == 0 {
+            return Err(Error::Config(format!(
+                "{}: max_length must be >= 2 and batch_size >= 1",
+                path.display()
+            )));
+        }
+        Ok(config)
+    }
+}
+
+/// A loaded BERT encoder.
+pub struct Encoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    config: EncoderConfig,
+    device: Device,
+    dim: usize,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder")
+            .field("id", &self.config.id)
+            .field("dim", &self.dim)
+            .finish()
+    }
+}
+
+impl Encoder {
+    /// Loads the model folder named by `config.dir` onto `device`.
+    pub fn load(config: EncoderConfig, device: Device) -> Result<Self> {
+        let dir = config.dir.clone();
+        let model_err = |reason: String| Error::Model {
+            path: dir.clone(),
+            reason,
+        };
+        if !dir.is_dir() {
+            return Err(model_err(
+                "no such folder (run models/fetch.sh, or set --model-dir)".into(),
+            ));
+        }
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path)
+            .map_err(|e| model_err(format!("config.json: {e}")))?;
+        let bert: BertConfig =
+            serde_json::from_str(&text).map_err(|e| model_err(format!("config.json: {e}")))?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| model_err(format!("tokenizer.json: {e}")))?;
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: config.max_length.min(bert.max_position_embeddings),
+                ..Default::default()
+            }))
+            .map_err(|e| model_err(format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
+        let safetensors = dir.join("model.safetensors");
+        let pth = dir.join("pytorch_model.bin");
+        let vb = if safetensors.is_file() {
+            // SAFETY: the file is memory-mapped read-only; shoprank never writes model files.
+            unsafe { VarBuilder::from_mmaped_safetensors(&[safetensors], DType::F32, &device) }
+        } else if pth.is_file() {
+            VarBuilder::from_pth(&pth, DType::F32, &device)
+        } else {
+            return Err(model_err(
+                "neither model.safetensors nor pytorch_model.bin found".into(),
+            ));
+        }
+        .map_err(|e| model_err(format!("weights: {e}")))?;
+        let model = BertModel::load(vb, &bert).map_err(|e| model_err(format!("weights: {e}")))?;
+        Ok(Encoder {
+            model,
+            tokenizer,
+            config,
+            device,
+            dim: bert.hidden_size,
+        })
+    }
+
+    /// Vector length.
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// The model id from the manifest.
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Encodes one query.
+    pub fn encode_query(&self, query: &str) -> Result<Vec<f32>> {
+        let text = format!("{}{}", self.config.query_prefix, query);
+        let mut out = self.encode_batch(&[text])?;
+        out.pop()
+            .ok_or_else(|| Error::Internal("empty encoder output".into()))
+    }
+
+    /// Encodes product texts, in input order. `progress` is called with the count done.
+    pub fn encode_documents(
+        &self,
+        texts: &[String],
+        mut progress: impl FnMut(usize),
+    ) -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| format!("{}{}", self.config.document_prefix, t))
+            .collect();
+        let token_counts: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        // Sort by length so each batch pads only to its own longest text.
+        order.sort_by_key(|&i| token_counts[i]);
+        let mut out = vec![Vec::new(); texts.len()];
+        let mut done = 0;
+        for chunk in order.chunks(self.config.batch_size) {
+            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
+            for (&i, v) in chunk.iter().zip(self.encode_batch(&batch)?) {
+                out[i] = v;
+            }
+            done += chunk.len();
+            progress(done);
+        }
+        Ok(out)
+    }
+
+    /// One forward pass over texts padded to the longest of them.
+    fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                if self.config.lowercase {
+                    t.to_lowercase()
+                } else {
+                    t.clone()
+                }
+            })
+            .collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts, true)
+            .map_err(|e| Error::Internal(format!("tokenizer: {e}")))?;
+        let len = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let n = encodings.len();
+        let mut ids = vec![0u32; n * len];
+        let mut mask = vec![0u32; n * len];
+        for (row, e) in encodings.iter().enumerate() {
+            for (col, &id) in e.get_ids().iter().enumerate() {
+                ids[row * len + col] = id;
+                mask[row * len + col] = 1;
+            }
+        }
+        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let pooled = match self.config.pooling {
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+            Pooling::Mean => {
+                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let sum = hidden.broadcast_mul(&mask)?.sum(1)?;
+                sum.broadcast_div(&mask.sum(1)?.clamp(1.0, f64::MAX)?)?
+            }
+        };
+        let pooled = if self.config.normalize {
+            let norm = pooled
+                .sqr()?
+                .sum_keepdim(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::MAX)?;
+            pooled.broadcast_div(&norm)?
+        } else {
+            pooled
+        };
+        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+}
+
+/// Dot product of two equal-length vectors (cosine for unit vectors).
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}

@@ -1,0 +1,348 @@
+//! Engine: the one place that wires the pipeline stages together.
+//!
+//! search request -> analysis (normalize, jieba) -> encode query -> retrieve (BM25 + vector
+//! candidates, filters) -> rank (features × profile) -> page, facets, explain.
+//! HTTP handlers and the CLI only convert their inputs into a [`SearchRequest`] and call
+//! [`Engine::search`].
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::catalog::Product;
+use crate::encoder::{device, Encoder, EncoderConfig};
+use crate::error::{Error, Result};
+use crate::index::{self, Generation};
+use crate::metrics::Metrics;
+use crate::rank::{self, Explain, Profile, Profiles};
+use crate::retrieve::{self, Facets, Filters};
+use crate::settings::Settings;
+
+/// Longest query accepted, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// Largest page size.
+pub const MAX_PAGE_SIZE: usize = 100;
+
+/// A search as the engine sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SearchRequest {
+    /// What the shopper typed.
+    pub query: String,
+    /// Filters.
+    pub filters: Filters,
+    /// 1-based page.
+    pub page: usize,
+    /// Hits per page.
+    pub size: usize,
+    /// Ranking profile name (`default` when `None`).
+    pub profile: Option<String>,
+    /// Include the per-hit breakdown.
+    pub explain: bool,
+}
+
+impl SearchRequest {
+    /// A first-page request with default settings.
+    pub fn new(query: impl Into<String>) -> Self {
+        SearchRequest {
+            query: query.into(),
+            filters: Filters::default(),
+            page: 1,
+            size: 10,
+            profile: None,
+            explain: false,
+        }
+    }
+}
+
+/// One result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    /// Product id.
+    pub id: String,
+    /// Title.
+    pub title: String,
+    /// Brand.
+    pub brand: String,
+    /// Category path.
+    pub category: String,
+    /// Price.
+    pub price: Option<f64>,
+    /// Ranking score.
+    pub score: f32,
+    /// Breakdown, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explain: Option<Explain>,
+}
+
+/// Milliseconds per stage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    /// Normalization and tokenization.
+    pub analyze: f64,
+    /// Query encoding.
+    pub encode: f64,
+    /// BM25 and vector retrieval.
+    pub retrieve: f64,
+    /// Feature scoring and sorting.
+    pub rank: f64,
+    /// Everything.
+    pub total: f64,
+}
+
+/// A search answer.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchResponse {
+    /// The query as given.
+    pub query: String,
+    /// The query after normalization and tokenization.
+    pub tokens: Vec<String>,
+    /// Number of ranked results (the candidate set after filters).
+    pub total: usize,
+    /// Page number.
+    pub page: usize,
+    /// Page size.
+    pub size: usize,
+    /// Profile used.
+    pub profile: String,
+    /// Whether semantic similarity took part.
+    pub semantic: bool,
+    /// The page of hits.
+    pub hits: Vec<Hit>,
+    /// Brand and category counts over all ranked results.
+    pub facets: Facets,
+    /// Stage timings.
+    pub timings_ms: Timings,
+}
+
+/// Health facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Health {
+    /// Always `ok` when the engine answers.
+    pub status: &'static str,
+    /// Live generation name.
+    pub generation: String,
+    /// Products in it.
+    pub products: usize,
+    /// Whether semantic ranking is on.
+    pub semantic: bool,
+    /// Encoder model id, when loaded.
+    pub model: Option<String>,
+    /// Why semantic ranking is off, when it is.
+    pub note: Option<String>,
+    /// Known profiles.
+    pub profiles: Vec<String>,
+}
+
+/// The search engine over one data directory.
+pub struct Engine {
+    data_dir: PathBuf,
+    generation: RwLock<Arc<Generation>>,
+    encoder: Option<Arc<Encoder>>,
+    semantic_note: Option<String>,
+    profiles: RwLock<Arc<Profiles>>,
+    /// Process metrics.
+    pub metrics: Metrics,
+}
+
+/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
+pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+    let mut config = EncoderConfig::from_manifest(&settings.manifest).map_err(|e| e.to_string())?;
+    if let Some(dir) = &settings.model_dir {
+        config.dir = dir.clone();
+    }
+    let device = device::select(settings.device).map_err(|e| e.to_string())?;
+    Encoder::load(config, device).map_err(|e| e.to_string())
+}
+
+impl Engine {
+    /// Opens the live generation of `data_dir`; with `encoder`, semantic ranking is on when
+    /// the generation's vectors come from the same model.
+    pub fn open(
+        data_dir: &Path,
+        encoder: Option<Encoder>,
+        encoder_note: Option<String>,
+    ) -> Result<Engine> {
+        let generation = index::open(data_dir)?;
+        let profiles = Profiles::load(&data_dir.join("profiles"))?;
+        let (encoder, semantic_note) = match (encoder, &generation.meta.model_id) {
+            (None, _) => (None, Some(encoder_note.unwrap_or_else(|| "no encoder loaded".into()))),
+            (Some(_), None) => (
+                None,
+                Some("the index has no product vectors (it was built without a model): reindex to enable semantic ranking".into()),
+            ),
+            (Some(e), Some(id)) if e.id() != id => (
+                None,
+                Some(format!("the index's vectors come from model `{id}`, the loaded model is `{}`: reindex", e.id())),
+            ),
+            (Some(e), Some(_)) => (Some(Arc::new(e)), None),
+        };
+        match &semantic_note {
+            Some(note) => {
+                tracing::warn!(%note, "semantic ranking is OFF; ranking uses BM25 and catalog features only")
+            }
+            None => tracing::info!("semantic ranking is on"),
+        }
+        Ok(Engine {
+            data_dir: data_dir.to_path_buf(),
+            generation: RwLock::new(Arc::new(generation)),
+            encoder,
+            semantic_note,
+            profiles: RwLock::new(Arc::new(profiles)),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The live generation.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// All profiles.
+    pub fn profiles(&self) -> Arc<Profiles> {
+        self.profiles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the profile files; on error the old profiles stay live.
+    pub fn reload_profiles(&self) -> Result<()> {
+        let fresh = Profiles::load(&self.data_dir.join("profiles"))?;
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+
+    /// Health facts.
+    pub fn health(&self) -> Health {
+        let g = self.generation();
+        Health {
+            status: "ok",
+            generation: g.meta.name.clone(),
+            products: g.products.len(),
+            semantic: self.encoder.is_some(),
+            model: self.encoder.as_ref().map(|e| e.id().to_string()),
+            note: self.semantic_note.clone(),
+            profiles: self.profiles().names(),
+        }
+    }
+
+    /// A product by id.
+    pub fn product(&self, id: &str) -> Result<Product> {
+        let g = self.generation();
+        g.by_id
+            .get(id)
+            .map(|&ord| g.products[ord as usize].clone())
+            .ok_or_else(|| Error::ProductNotFound(id.chars().take(256).collect()))
+    }
+
+    /// Runs one search.
+    pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let started = Instant::now();
+        let query = validate(req)?;
+        let profile_name = req.profile.clone().unwrap_or_else(|| "default".into());
+        let profile: Arc<Profile> = self.profiles().get(&profile_name)?;
+        let gen = self.generation();
+        let mut timings = Timings::default();
+
+        let t = Instant::now();
+        let tokens = gen.analysis.query_words(query);
+        timings.analyze = self.stage("analyze", t);
+
+        let t = Instant::now();
+        let semantic_wanted = profile.weight("semantic") != 0.0 || profile.candidates.vector > 0;
+        let query_vector = match &self.encoder {
+            Some(e) if semantic_wanted => Some(e.encode_query(query)?),
+            _ => None,
+        };
+        timings.encode = self.stage("encode", t);
+
+        let t = Instant::now();
+        let candidates = retrieve::candidates(
+            &gen,
+            query,
+            query_vector.as_deref(),
+            &req.filters,
+            &profile.boosts,
+            profile.candidates.bm25,
+            profile.candidates.vector,
+        )?;
+        timings.retrieve = self.stage("retrieve", t);
+
+        let t = Instant::now();
+        let ranked = rank::rank(&gen, &candidates, &profile);
+        let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
+        let hits = ranked
+            .iter()
+            .skip((req.page - 1) * req.size)
+            .take(req.size)
+            .map(|s| {
+                let p = &gen.products[s.ord as usize];
+                Hit {
+                    id: p.id.clone(),
+                    title: p.title.clone(),
+                    brand: p.brand.clone(),
+                    category: p.category.clone(),
+                    price: p.price,
+                    score: s.score,
+                    explain: req.explain.then(|| s.explain.clone()),
+                }
+            })
+            .collect();
+        timings.rank = self.stage("rank", t);
+        timings.total = self.stage("total", started);
+
+        Ok(SearchResponse {
+            query: req.query.clone(),
+            tokens,
+            total: ranked.len(),
+            page: req.page,
+            size: req.size,
+            profile: profile_name,
+            semantic: query_vector.is_some(),
+            hits,
+            facets,
+            timings_ms: timings,
+        })
+    }
+
+    fn stage(&self, name: &str, since: Instant) -> f64 {
+        let d = since.elapsed();
+        self.metrics.observe_stage(name, d);
+        d.as_secs_f64() * 1000.0
+    }
+}
+
+/// The trimmed query, or why it cannot be searched.
+fn validate(req: &SearchRequest) -> Result<&str> {
+    let q = req.query.trim();
+    if q.is_empty() {
+        return Err(Error::InvalidQuery(
+            "the query is empty: type what you are looking for".into(),
+        ));
+    }
+    let chars = q.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(Error::InvalidQuery(format!(
+            "the query is {chars} characters long, at most {MAX_QUERY_CHARS} are allowed"
+        )));
+    }
+    if req.size == 0 || req.size > MAX_PAGE_SIZE {
+        return Err(Error::param(
+            "size",
+            format!("must be within 1..={MAX_PAGE_SIZE}, got {}", req.size),
+        ));
+    }
+    if req.page == 0 || req.page > 1000 {
+        return Err(Error::param(
+            "page",
+            format!("must be within 1..=1000, got {}", req.page),
+        ));
+    }
+    req.filters.validate()?;
+    Ok(q)
+}

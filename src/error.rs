@@ -1,0 +1,137 @@
+//! Errors: every failure has a stable machine-readable code; user errors (bad input, with a
+//! hint how to fix it) are apart from internal ones.
+
+use std::path::{Path, PathBuf};
+
+/// Result with the crate's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in shoprank.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The query cannot be searched (empty, too long, not UTF-8).
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+    /// A request parameter has a bad value.
+    #[error("invalid parameter `{name}`: {reason}")]
+    InvalidParam {
+        /// Parameter name.
+        name: String,
+        /// What is wrong and how to fix it.
+        reason: String,
+    },
+    /// The request names a ranking profile that does not exist.
+    #[error("unknown ranking profile `{name}`; known profiles: {known}")]
+    UnknownProfile {
+        /// The name asked for.
+        name: String,
+        /// Comma-separated names that exist.
+        known: String,
+    },
+    /// A ranking profile file is malformed.
+    #[error("invalid ranking profile {path}: {reason}")]
+    InvalidProfile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No product with this id.
+    #[error("product `{0}` not found")]
+    ProductNotFound(String),
+    /// A catalog has bad records and the run was not told to skip them.
+    #[error("{count} bad record(s) in {path}, nothing was published; first: {first}. Fix them, or pass --skip-invalid to index the valid records and list the rest")]
+    BadCatalog {
+        /// The catalog file.
+        path: PathBuf,
+        /// How many records are bad.
+        count: usize,
+        /// The first error, with line and field.
+        first: String,
+    },
+    /// The catalog file cannot be parsed at all (wrong format, unreadable header).
+    #[error("cannot read catalog {path}: {reason}")]
+    BadCatalogFile {
+        /// The catalog file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The data directory holds no index yet.
+    #[error("no index in {0}: run `shoprank index --catalog FILE --data-dir {0}` first")]
+    NoIndex(PathBuf),
+    /// Settings, schema file or manifest are invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// CUDA was asked for in a build without the `cuda` feature.
+    #[error("device `cuda` requested, but this build has no CUDA support: rebuild with `--features cuda` or use `--device cpu`")]
+    CudaNotCompiled,
+    /// The model folder is missing a file or holds an unusable model.
+    #[error("model folder {path}: {reason}")]
+    Model {
+        /// The model folder.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Too many searches are waiting; retry shortly.
+    #[error("server busy: too many requests in flight, retry shortly")]
+    Overloaded,
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// tantivy failed.
+    #[error("index error: {0}")]
+    Index(#[from] tantivy::TantivyError),
+    /// candle failed during inference.
+    #[error("inference error: {0}")]
+    Inference(#[from] candle_core::Error),
+    /// A bug or broken invariant.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// An I/O error on `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    /// A bad request parameter.
+    pub fn param(name: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidParam {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The stable machine-readable code of this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidQuery(_) => "invalid_query",
+            Error::InvalidParam { .. } => "invalid_parameter",
+            Error::UnknownProfile { .. } => "unknown_profile",
+            Error::InvalidProfile { .. } => "invalid_profile",
+            Error::ProductNotFound(_) => "product_not_found",
+            Error::BadCatalog { .. } => "bad_catalog",
+            Error::BadCatalogFile { .. } => "bad_catalog_file",
+            Error::NoIndex(_) => "no_index",
+            Error::Config(_) => "invalid_configuration",
+            Error::CudaNotCompiled => "cuda_not_compiled",
+            Error::Model { .. } => "model_error",
+            Error::Overloaded => "overloaded",
+            Error::Io { .. } => "io_error",
+            Error::Index(_) => "index_error",
+            Error::Inference(_) => "inference_error",
+            Error::Internal(_) => "internal_error",
+        }
+    }
+}

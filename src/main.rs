@@ -1,0 +1,369 @@
+//! The `shoprank` command line: index, search, serve, eval.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use shoprank::catalog::{self, Format};
+use shoprank::encoder::DeviceKind;
+use shoprank::engine::{load_encoder, Engine, SearchRequest};
+use shoprank::index::{self, BuildOptions};
+use shoprank::rank::Profiles;
+use shoprank::retrieve::Filters;
+use shoprank::schema::CatalogSchema;
+use shoprank::settings::Settings;
+
+/// Query-aware product search for Chinese e-commerce.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args)]
+struct GlobalArgs {
+    /// Settings file (TOML); SHOPRANK_* environment variables and flags override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Data directory holding index generations and ranking profiles.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Model folder (overrides the manifest's `dir`).
+    #[arg(long, global = true)]
+    model_dir: Option<PathBuf>,
+    /// Model manifest.
+    #[arg(long, global = true)]
+    manifest: Option<PathBuf>,
+    /// Device for the encoder.
+    #[arg(long, global = true, value_enum)]
+    device: Option<DeviceKind>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a new index generation from a catalog file and make it live.
+    Index {
+        /// Catalog file.
+        #[arg(long)]
+        catalog: PathBuf,
+        /// jsonl, csv, tsv, multicpr, taobao or openbg (default: from the extension).
+        #[arg(long)]
+        format: Option<String>,
+        /// Index the valid records and list the bad ones, instead of stopping.
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Write the bad-record report here as JSON lines.
+        #[arg(long)]
+        errors: Option<PathBuf>,
+        /// Build without product vectors (BM25 only), even if a model is present.
+        #[arg(long)]
+        no_model: bool,
+    },
+    /// Search from the command line.
+    Search {
+        /// The query.
+        query: String,
+        /// Ranking profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Show every feature's value and weight.
+        #[arg(long)]
+        explain: bool,
+        /// Print the response as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Only this brand.
+        #[arg(long)]
+        brand: Option<String>,
+        /// Only this category path prefix.
+        #[arg(long)]
+        category: Option<String>,
+        /// Lowest price.
+        #[arg(long)]
+        price_min: Option<f64>,
+        /// Highest price.
+        #[arg(long)]
+        price_max: Option<f64>,
+        /// Only products in stock.
+        #[arg(long)]
+        in_stock: bool,
+        /// Hits per page.
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+        /// Page number.
+        #[arg(long, default_value_t = 1)]
+        page: usize,
+    },
+    /// Serve the HTTP API.
+    Serve {
+        /// Listen address.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Worker threads.
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Evaluate ranking profiles on judged queries.
+    Eval {
+        /// Queries: `qid<TAB>query`.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Judgments: TREC qrels.
+        #[arg(long)]
+        qrels: PathBuf,
+        /// Profiles to evaluate (repeat the flag); default: `default`.
+        #[arg(long)]
+        profile: Vec<String>,
+        /// One JSON object per profile.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tantivy=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let mut settings = Settings::load(cli.global.config.as_deref(), |k| std::env::var(k).ok())?;
+    let g = cli.global;
+    if let Some(v) = g.data_dir {
+        settings.data_dir = v;
+    }
+    if let Some(v) = g.model_dir {
+        settings.model_dir = Some(v);
+    }
+    if let Some(v) = g.manifest {
+        settings.manifest = v;
+    }
+    if let Some(v) = g.device {
+        settings.device = v;
+    }
+    match cli.command {
+        Command::Index {
+            catalog,
+            format,
+            skip_invalid,
+            errors,
+            no_model,
+        } => index_catalog(
+            &settings,
+            &catalog,
+            format.as_deref(),
+            skip_invalid,
+            errors.as_deref(),
+            no_model,
+        ),
+        Command::Search {
+            query,
+            profile,
+            explain,
+            json,
+            brand,
+            category,
+            price_min,
+            price_max,
+            in_stock,
+            size,
+            page,
+        } => {
+            let engine = open_engine(&settings)?;
+            let req = SearchRequest {
+                query,
+                filters: Filters {
+                    brand,
+                    category,
+                    price_min,
+                    price_max,
+                    in_stock,
+                },
+                page,
+                size,
+                profile,
+                explain,
+            };
+            let res = engine.search(&req)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&res)?);
+                return Ok(());
+            }
+            println!(
+                "{} results for `{}` (profile {}, semantic {}, {:.1} ms); tokens: {}",
+                res.total,
+                res.query,
+                res.profile,
+                if res.semantic { "on" } else { "off" },
+                res.timings_ms.total,
+                res.tokens.join(" ")
+            );
+            for (i, h) in res.hits.iter().enumerate() {
+                let price = h.price.map_or("-".to_string(), |p| format!("¥{p}"));
+                println!(
+                    "{:>3}. {:>7.4}  [{}] {}  {}  {}",
+                    (page - 1) * size + i + 1,
+                    h.score,
+                    h.id,
+                    h.title,
+                    h.brand,
+                    price
+                );
+                if let Some(e) = &h.explain {
+                    let parts: Vec<String> = e
+                        .features
+                        .iter()
+                        .map(|f| {
+                            format!(
+                                "{}={:.3}×{}={:.3}",
+                                f.name, f.value, f.weight, f.contribution
+                            )
+                        })
+                        .collect();
+                    println!(
+                        "       {}  (bm25 raw {:.2}, found by {})",
+                        parts.join("  "),
+                        e.bm25_raw,
+                        e.matched_by.join("+")
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Serve { addr, workers } => {
+            if let Some(a) = addr {
+                settings.addr = a;
+            }
+            if let Some(w) = workers {
+                settings.workers = w;
+            }
+            settings.validate()?;
+            let engine = Arc::new(open_engine(&settings)?);
+            actix_web::rt::System::new()
+                .block_on(shoprank::server::serve(
+                    engine,
+                    &settings.addr,
+                    settings.workers,
+                    settings.max_in_flight,
+                ))
+                .with_context(|| format!("serving on {}", settings.addr))
+        }
+        Command::Eval {
+            queries,
+            qrels,
+            profile,
+            json,
+        } => {
+            let engine = open_engine(&settings)?;
+            let queries = shoprank::eval::read_queries(&queries)?;
+            let qrels = shoprank::eval::read_qrels(&qrels)?;
+            let profiles = if profile.is_empty() {
+                vec!["default".to_string()]
+            } else {
+                profile
+            };
+            for p in profiles {
+                let r = shoprank::eval::evaluate(&engine, &p, &queries, &qrels)?;
+                if json {
+                    println!("{}", serde_json::to_string(&r)?);
+                } else {
+                    println!(
+                        "profile={:<10} MRR@10={:.4} NDCG@10={:.4} Recall@1={:.4} Recall@10={:.4} Recall@100={:.4} queries={}",
+                        r.profile, r.mrr10, r.ndcg10, r.recall1, r.recall10, r.recall100, r.queries
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn open_engine(settings: &Settings) -> anyhow::Result<Engine> {
+    let (encoder, note) = match load_encoder(settings) {
+        Ok(e) => (Some(e), None),
+        Err(reason) => (None, Some(reason)),
+    };
+    Ok(Engine::open(&settings.data_dir, encoder, note)?)
+}
+
+fn index_catalog(
+    settings: &Settings,
+    catalog_path: &Path,
+    format: Option<&str>,
+    skip_invalid: bool,
+    errors_out: Option<&Path>,
+    no_model: bool,
+) -> anyhow::Result<()> {
+    let format = match format {
+        Some(f) => f.parse::<Format>()?,
+        None => Format::from_path(catalog_path)?,
+    };
+    let schema = CatalogSchema::load(&settings.schema)?;
+    let report = catalog::read_catalog(catalog_path, format, &schema)?;
+    if let Some(path) = errors_out {
+        let mut text = String::new();
+        for e in &report.errors {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
+        }
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    for e in report.errors.iter().take(20) {
+        eprintln!("{}: {e}", catalog_path.display());
+    }
+    if report.errors.len() > 20 {
+        eprintln!("... and {} more bad records", report.errors.len() - 20);
+    }
+    let (products, skipped) = report.accept(skip_invalid)?;
+    if products.is_empty() {
+        bail!(
+            "{} has no valid products; nothing was published",
+            catalog_path.display()
+        );
+    }
+    let encoder = if no_model {
+        None
+    } else {
+        match load_encoder(settings) {
+            Ok(e) => Some(e),
+            Err(reason) => {
+                tracing::warn!(%reason, "indexing without product vectors: semantic ranking will be off");
+                None
+            }
+        }
+    };
+    let user_dict = settings
+        .user_dict
+        .exists()
+        .then_some(settings.user_dict.as_path());
+    let meta = index::build(
+        &settings.data_dir,
+        products,
+        BuildOptions {
+            schema: &schema,
+            user_dict,
+            encoder: encoder.as_ref(),
+            source: catalog_path.display().to_string(),
+        },
+    )?;
+    Profiles::write_default(&settings.data_dir.join("profiles"))?;
+    println!(
+        "indexed {} products from {} into {} (generation {}) in {:.1}s ({:.0} products/s; encoding {:.1}s){}",
+        meta.products,
+        catalog_path.display(),
+        settings.data_dir.display(),
+        meta.name,
+        meta.build_secs,
+        meta.products as f64 / meta.build_secs.max(1e-9),
+        meta.encode_secs,
+        if skipped.is_empty() { String::new() } else { format!("; skipped {} bad records", skipped.len()) }
+    );
+    Ok(())
+}

@@ -1,0 +1,368 @@
+//! Retrieval: analyzed query + filters -> hybrid candidates (BM25 top-k unioned with the
+//! nearest product vectors), and facet counts over them.
+//!
+//! BM25 runs over the schema's text fields, one boosted term-disjunction per field, so any
+//! user text is a valid query (no query syntax to trip over). The vector side is an exact
+//! scan. Both sides apply the same [`Filters`]: as tantivy queries on one side, as a
+//! predicate on the product table on the other, so a filtered search never shows a product
+//! the filter excludes. Every candidate gets its real BM25 score, also when only the vector
+//! side found it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound;
+
+use serde::Serialize;
+use tantivy::collector::TopDocs;
+use tantivy::columnar::Column;
+use tantivy::query::{
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+};
+use tantivy::schema::IndexRecordOption;
+use tantivy::{Searcher, Term};
+
+use crate::analysis::{normalize, Side};
+use crate::catalog::Product;
+use crate::error::{Error, Result};
+use crate::index::{category_facet, Generation};
+
+/// Restrictions on the result set.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filters {
+    /// Exact brand (compared in normalized spelling).
+    pub brand: Option<String>,
+    /// Category path prefix, by whole segments (`美妆` matches `美妆/面霜`).
+    pub category: Option<String>,
+    /// Lowest price, inclusive.
+    pub price_min: Option<f64>,
+    /// Highest price, inclusive.
+    pub price_max: Option<f64>,
+    /// Only products in stock.
+    pub in_stock: bool,
+}
+
+impl Filters {
+    /// Checks values that could never match.
+    pub fn validate(&self) -> Result<()> {
+        for (name, v) in [("price_min", self.price_min), ("price_max", self.price_max)] {
+            if let Some(v) = v {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(Error::param(
+                        name,
+                        format!("must be a number >= 0, got {v}"),
+                    ));
+                }
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.price_min, self.price_max) {
+            if lo > hi {
+                return Err(Error::param(
+                    "price_min",
+                    format!("{lo} is above price_max {hi}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self == &Filters::default()
+    }
+
+    /// The filters as tantivy queries (scored 0, so they never change BM25).
+    fn queries(&self, gen: &Generation) -> Vec<Box<dyn Query>> {
+        let f = &gen.fields;
+        let mut out: Vec<Box<dyn Query>> = Vec::new();
+        if let Some(b) = &self.brand {
+            out.push(Box::new(TermQuery::new(
+                Term::from_field_text(f.brand, &normalize(b)),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if let Some(c) = &self.category {
+            out.push(Box::new(TermQuery::new(
+                Term::from_facet(f.category, &category_facet(c)),
+                IndexRecordOption::Basic,
+            )));
+        }
+        if self.price_min.is_some() || self.price_max.is_some() {
+            let bound = |v: Option<f64>| {
+                v.map_or(Bound::Unbounded, |v| {
+                    Bound::Included(Term::from_field_f64(f.price, v))
+                })
+            };
+            out.push(Box::new(RangeQuery::new(
+                bound(self.price_min),
+                bound(self.price_max),
+            )));
+        }
+        if self.in_stock {
+            out.push(Box::new(TermQuery::new(
+                Term::from_field_bool(f.in_stock, true),
+                IndexRecordOption::Basic,
+            )));
+        }
+        out.into_iter()
+            .map(|q| Box::new(ConstScoreQuery::new(q, 0.0)) as Box<dyn Query>)
+            .collect()
+    }
+
+    /// The same filters as a predicate on a product.
+    pub fn matches(&self, p: &Product) -> bool {
+        if let Some(b) = &self.brand {
+            if p.brand.is_empty() || normalize(&p.brand) != normalize(b) {
+                return false;
+            }
+        }
+        if let Some(c) = &self.category {
+            let (want, have) = (category_facet(c), category_facet(&p.category));
+            if want != have && !want.is_prefix_of(&have) {
+                return false;
+            }
+        }
+        if self.price_min.is_some() || self.price_max.is_some() {
+            let Some(price) = p.price else { return false };
+            if self.price_min.is_some_and(|lo| price < lo)
+                || self.price_max.is_some_and(|hi| price > hi)
+            {
+                return false;
+            }
+        }
+        !(self.in_stock && !p.in_stock)
+    }
+}
+
+/// A candidate product and what retrieval knows about it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Candidate {
+    /// Row in the generation.
+    pub ord: u32,
+    /// Raw BM25 score (0 when no query word matches).
+    pub bm25: f32,
+    /// Cosine similarity to the query, when vectors exist.
+    pub semantic: Option<f32>,
+    /// Found by the BM25 side.
+    pub from_bm25: bool,
+    /// Found by the vector side.
+    pub from_vector: bool,
+}
+
+/// Per-field boosts for BM25.
+pub type Boosts = BTreeMap<String, f32>;
+
+/// Hybrid retrieval of up to `bm25_k + vector_k` candidates.
+pub fn candidates(
+    gen: &Generation,
+    query: &str,
+    query_vector: Option<&[f32]>,
+    filters: &Filters,
+    boosts: &Boosts,
+    bm25_k: usize,
+    vector_k: usize,
+) -> Result<Vec<Candidate>> {
+    let searcher = gen.reader.searcher();
+    let text_query = text_query(gen, query, boosts);
+    let filter_queries = filters.queries(gen);
+    let mut found: HashMap<u32, Candidate> = HashMap::new();
+    if let (Some(q), true) = (&text_query, bm25_k > 0) {
+        let full = with_filters(
+            q.box_clone(),
+            filter_queries.iter().map(|f| f.box_clone()).collect(),
+        );
+        for (ord, score) in top_ords(&searcher, &*full, bm25_k)? {
+            found.insert(
+                ord,
+                Candidate {
+                    ord,
+                    bm25: score,
+                    semantic: None,
+                    from_bm25: true,
+                    from_vector: false,
+                },
+            );
+        }
+    }
+    if let (Some(v), Some(qv)) = (&gen.vectors, query_vector) {
+        let keep = |i: usize| filters.is_empty() || filters.matches(&gen.products[i]);
+        for (ord, sim) in v.nearest(qv, vector_k, keep) {
+            let c = found.entry(ord).or_insert(Candidate {
+                ord,
+                bm25: 0.0,
+                semantic: None,
+                from_bm25: false,
+                from_vector: false,
+            });
+            c.from_vector = true;
+            c.semantic = Some(sim);
+        }
+        for c in found.values_mut() {
+            c.semantic
+                .get_or_insert_with(|| crate::encoder::dot(qv, v.row(c.ord as usize)));
+        }
+    }
+    // Vector-only candidates may still match some words: score them exactly.
+    let missing: Vec<u32> = found
+        .values()
+        .filter(|c| !c.from_bm25)
+        .map(|c| c.ord)
+        .collect();
+    if let (Some(q), false) = (&text_query, missing.is_empty()) {
+        let terms = missing
+            .iter()
+            .map(|&o| Term::from_field_u64(gen.fields.ord, o as u64));
+        let restrict: Box<dyn Query> = Box::new(ConstScoreQuery::new(
+            Box::new(TermSetQuery::new(terms)),
+            0.0,
+        ));
+        let q = with_filters(q.box_clone(), vec![restrict]);
+        for (ord, score) in top_ords(&searcher, &*q, missing.len())? {
+            if let Some(c) = found.get_mut(&ord) {
+                c.bm25 = score;
+            }
+        }
+    }
+    let mut out: Vec<Candidate> = found.into_values().collect();
+    out.sort_by_key(|c| c.ord);
+    Ok(out)
+}
+
+/// One boosted disjunction of the query's words per searchable field; `None` when the
+/// query has no searchable word.
+fn text_query(gen: &Generation, query: &str, boosts: &Boosts) -> Option<Box<dyn Query>> {
+    let words = gen.analysis.query_words(query);
+    if words.is_empty() {
+        return None;
+    }
+    let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+    for (spec, field) in &gen.fields.text {
+        let boost = boosts.get(&spec.name).copied().unwrap_or(1.0);
+        if boost <= 0.0 {
+            continue;
+        }
+        // Query-side analysis per field, so a field may name its own analyzer.
+        let side = if spec.query_analyzer == crate::analysis::INDEX_ANALYZER {
+            Side::Index
+        } else {
+            Side::Query
+        };
+        let field_words: Vec<String> = if side == Side::Query {
+            words.clone()
+        } else {
+            gen.analysis
+                .tokenizer(side)
+                .tokens(query)
+                .into_iter()
+                .map(|t| t.text)
+                .collect()
+        };
+        let terms: Vec<(Occur, Box<dyn Query>)> = field_words
+            .iter()
+            .map(|w| {
+                let q: Box<dyn Query> = Box::new(TermQuery::new(
+                    Term::from_field_text(*field, w),
+                    IndexRecordOption::WithFreqs,
+                ));
+                (Occur::Should, q)
+            })
+            .collect();
+        let q: Box<dyn Query> = Box::new(BooleanQuery::new(terms));
+        per_field.push((Occur::Should, Box::new(BoostQuery::new(q, boost))));
+    }
+    if per_field.is_empty() {
+        return None;
+    }
+    Some(Box::new(BooleanQuery::new(per_field)))
+}
+
+fn with_filters(q: Box<dyn Query>, filters: Vec<Box<dyn Query>>) -> Box<dyn Query> {
+    if filters.is_empty() {
+        return q;
+    }
+    let mut clauses = vec![(Occur::Must, q)];
+    clauses.extend(filters.into_iter().map(|f| (Occur::Must, f)));
+    Box::new(BooleanQuery::new(clauses))
+}
+
+/// Top-k (row, score) for a query, reading rows from the `ord` fast field.
+fn top_ords(searcher: &Searcher, query: &dyn Query, k: usize) -> Result<Vec<(u32, f32)>> {
+    if k == 0 {
+        return Ok(Vec::new());
+    }
+    let top = searcher.search(query, &TopDocs::with_limit(k).order_by_score())?;
+    let mut columns: HashMap<u32, Column<u64>> = HashMap::new();
+    let mut out = Vec::with_capacity(top.len());
+    for (score, addr) in top {
+        let column = match columns.get(&addr.segment_ord) {
+            Some(c) => c,
+            None => {
+                let c = searcher
+                    .segment_reader(addr.segment_ord)
+                    .fast_fields()
+                    .u64("ord")?;
+                columns.entry(addr.segment_ord).or_insert(c)
+            }
+        };
+        let ord = column
+            .first(addr.doc_id)
+            .ok_or_else(|| Error::Internal(format!("document {addr:?} has no ord")))?;
+        out.push((ord as u32, score));
+    }
+    Ok(out)
+}
+
+/// A facet value and how many results have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FacetCount {
+    /// Brand, or category path.
+    pub value: String,
+    /// Number of results.
+    pub count: usize,
+}
+
+/// Facet counts over a result set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Facets {
+    /// Brands, most frequent first.
+    pub brand: Vec<FacetCount>,
+    /// Category paths and each of their ancestors (`美妆`, `美妆/面霜`), most frequent first.
+    pub category: Vec<FacetCount>,
+}
+
+/// Counts brands and categories of `ords` (at most `limit` values each).
+pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: usize) -> Facets {
+    let mut brands: HashMap<&str, usize> = HashMap::new();
+    let mut categories: HashMap<String, usize> = HashMap::new();
+    let mut seen = HashSet::new();
+    for ord in ords {
+        if !seen.insert(ord) {
+            continue;
+        }
+        let p = &products[ord as usize];
+        if !p.brand.is_empty() {
+            *brands.entry(p.brand.as_str()).or_default() += 1;
+        }
+        let mut path = String::new();
+        for seg in p.category.split('/').filter(|s| !s.is_empty()) {
+            if !path.is_empty() {
+                path.push('/');
+            }
+            path.push_str(seg);
+            *categories.entry(path.clone()).or_default() += 1;
+        }
+    }
+    let top = |counts: Vec<(String, usize)>| {
+        let mut v: Vec<FacetCount> = counts
+            .into_iter()
+            .map(|(value, count)| FacetCount { value, count })
+            .collect();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        v.truncate(limit);
+        v
+    };
+    Facets {
+        brand: top(brands
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()),
+        category: top(categories.into_iter().collect()),
+    }
+}

@@ -1,0 +1,31 @@
+//! `GET /products/{id}`, `GET /health`, `GET /metrics`.
+
+use actix_web::{web, HttpResponse};
+
+use super::AppState;
+use crate::error::Result;
+
+/// Routes of this file.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/products/{id}", web::get().to(product))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn product(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let p = state
+        .engine
+        .product(&id)
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+async fn health(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.engine.health())
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.engine.metrics.render())
+}
