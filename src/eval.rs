@@ -133,14 +133,10 @@ pub fn evaluate(
         let Some(judged) = qrels.get(qid).filter(|j| j.values().any(|&g| g > 0)) else {
             continue;
         };
-        let mut ranked = Vec::with_capacity(100);
-        for page in 1..=2 {
-            let mut req = SearchRequest::new(query.clone());
-            req.profile = Some(profile.to_string());
-            req.size = 50;
-            req.page = page;
-            ranked.extend(engine.search(&req)?.hits.into_iter().map(|h| h.id));
-        }
+        let mut req = SearchRequest::new(query.clone());
+        req.profile = Some(profile.to_string());
+        req.size = 100;
+        let ranked: Vec<String> = engine.search(&req)?.hits.into_iter().map(|h| h.id).collect();
         for (s, v) in sums.iter_mut().zip(score_list(&ranked, judged)) {
             *s += v;
         }

@@ -2,8 +2,11 @@
 //!
 //! The index side runs jieba's search mode, so `笔记本电脑` is indexed as `笔记`, `笔记本`,
 //! `电脑` and `笔记本电脑`, and a query for any of them matches. The query side cuts in
-//! default mode: a query word that is in the dictionary stays whole, and search-mode
-//! sub-words on the index side still match it. Both normalize first (see `normalize`).
+//! search mode too: on the shared Multi-CPR dev queries, BM25 reached MRR@10 0.706 with
+//! search-mode query words, 0.698 with default-mode words and 0.679 with search mode
+//! without HMM. A query that matches a whole compound also matches its parts, so a
+//! product that has the compound scores above one that only has a part. Both sides
+//! normalize first (see `normalize`).
 
 use std::sync::Arc;
 
@@ -37,9 +40,11 @@ impl ChineseTokenizer {
     /// The tokens of `text`, sorted by offset; offsets are byte offsets into `text`.
     pub fn tokens(&self, text: &str) -> Vec<Token> {
         let norm = normalize_with_offsets(text);
+        // Both sides cut in search mode with HMM today (measured best on the shared dev
+        // queries, see the module docs); the sides stay apart so query-only steps can be
+        // added to `zh_query` without touching the index.
         let words = match self.side {
-            Side::Index => self.jieba.cut_for_search(&norm.text, true),
-            Side::Query => self.jieba.cut(&norm.text, true),
+            Side::Index | Side::Query => self.jieba.cut_for_search(&norm.text, true),
         };
         // Byte offset of each normalized char, to map jieba's byte offsets to char indices.
         let mut char_starts = Vec::with_capacity(norm.chars.len() + 1);
@@ -139,8 +144,9 @@ mod tests {
     }
 
     #[test]
-    fn query_side_keeps_dictionary_words_whole() {
-        assert_eq!(words(Side::Query, "笔记本电脑"), vec!["笔记本电脑"]);
+    fn query_side_matches_whole_words_and_parts() {
+        let w = words(Side::Query, "笔记本电脑");
+        assert!(w.contains(&"笔记本电脑".to_string()) && w.contains(&"电脑".to_string()), "{w:?}");
     }
 
     #[test]

@@ -58,9 +58,9 @@ impl Profile {
         Profile {
             description: "hybrid BM25 + semantic similarity, with a little popularity".into(),
             weights: [
-                ("bm25", 0.35),
+                ("bm25", 0.1),
                 ("semantic", 1.0),
-                ("popularity", 0.02),
+                ("popularity", 0.01),
                 ("rating", 0.0),
             ]
             .into_iter()
