@@ -136,7 +136,12 @@ pub fn evaluate(
         let mut req = SearchRequest::new(query.clone());
         req.profile = Some(profile.to_string());
         req.size = 100;
-        let ranked: Vec<String> = engine.search(&req)?.hits.into_iter().map(|h| h.id).collect();
+        let ranked: Vec<String> = engine
+            .search(&req)?
+            .hits
+            .into_iter()
+            .map(|h| h.id)
+            .collect();
         for (s, v) in sums.iter_mut().zip(score_list(&ranked, judged)) {
             *s += v;
         }

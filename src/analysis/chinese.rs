@@ -146,7 +146,10 @@ mod tests {
     #[test]
     fn query_side_matches_whole_words_and_parts() {
         let w = words(Side::Query, "笔记本电脑");
-        assert!(w.contains(&"笔记本电脑".to_string()) && w.contains(&"电脑".to_string()), "{w:?}");
+        assert!(
+            w.contains(&"笔记本电脑".to_string()) && w.contains(&"电脑".to_string()),
+            "{w:?}"
+        );
     }
 
     #[test]

@@ -197,7 +197,8 @@ mod properties {
                 prop_assert!(c.from >= last);
                 last = c.from;
                 prop_assert!(!c.ch.is_ascii_uppercase());
-                prop_assert!(!('\u{FF01}'..='\u{FF5E}').contains(&c.ch));
+                let full_width = ('\u{FF01}'..='\u{FF5E}').contains(&c.ch);
+                prop_assert!(!full_width, "full-width char left: {:?}", c.ch);
             }
         }
 

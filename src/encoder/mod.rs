@@ -6,13 +6,16 @@
 //! belong to how a model was trained, not to the code. Documents are encoded in batches
 //! sorted by token length, so a batch pads only to its own longest text.
 
+mod bert;
 pub mod device;
 
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config as BertConfig};
+use candle_transformers::models::bert::Config as BertConfig;
+
+use bert::Bert;
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -97,7 +100,7 @@ impl EncoderConfig {
 
 /// A loaded BERT encoder.
 pub struct Encoder {
-    model: BertModel,
+    model: Bert,
     tokenizer: Tokenizer,
     config: EncoderConfig,
     device: Device,
@@ -153,7 +156,7 @@ impl Encoder {
             ));
         }
         .map_err(|e| model_err(format!("weights: {e}")))?;
-        let model = BertModel::load(vb, &bert).map_err(|e| model_err(format!("weights: {e}")))?;
+        let model = Bert::load(vb, &bert).map_err(|e| model_err(format!("weights: {e}")))?;
         Ok(Encoder {
             model,
             tokenizer,
@@ -241,8 +244,7 @@ impl Encoder {
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let hidden = self.model.forward(&ids, &mask)?;
         let pooled = match self.config.pooling {
             Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
             Pooling::Mean => {
