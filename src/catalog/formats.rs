@@ -124,12 +124,15 @@ fn kind(v: &Value) -> &'static str {
     }
 }
 
-/// Rows of a delimited file as `(line, column -> value)`; `header` replaces a header row.
+/// One row of a delimited file: its line and its cells, or why it cannot be read.
+type Row = (usize, Result<Vec<String>, String>);
+
+/// Column names and rows of a delimited file; `header` replaces a header row.
 fn rows(
     bytes: &[u8],
     delimiter: u8,
     header: Option<&[&str]>,
-) -> Result<(Vec<String>, Vec<(usize, Result<Vec<String>, String>)>), String> {
+) -> Result<(Vec<String>, Vec<Row>), String> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .has_headers(header.is_none())

@@ -127,7 +127,7 @@ impl Filters {
                 return false;
             }
         }
-        !(self.in_stock && !p.in_stock)
+        !self.in_stock || p.in_stock
     }
 }
 
