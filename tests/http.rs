@@ -486,13 +486,7 @@ async fn malformed_searches_get_json_errors_with_a_code() {
 }
 
 /// `%FF%FE` is not UTF-8 once percent-decoded; the query must be refused, not searched as
-/// two U+FFFD replacement characters.
-///
-/// Fails today: actix's `web::Query` decodes the query string lossily, so the handler sees
-/// `"\u{FFFD}\u{FFFD}"` and answers 200 with no hits (same for `brand=%C0`). Run it with
-/// `cargo test --release --test http -- --ignored` once `src/server/search.rs` checks the
-/// raw query string.
-#[ignore = "bug: src/server/search.rs accepts non-UTF-8 percent-encoding (answers 200)"]
+/// two U+FFFD replacement characters (actix's `web::Query` decodes lossily).
 #[actix_web::test]
 async fn a_query_that_is_not_utf8_is_refused() {
     let ctx = Ctx::new();

@@ -105,7 +105,11 @@ fn jsonl(bytes: &[u8]) -> Vec<RawRecord> {
             Ok(text) => match serde_json::from_str::<Value>(text) {
                 Ok(Value::Object(map)) => Ok(map),
                 Ok(other) => Err(format!("expected a JSON object, got {}", kind(&other))),
-                Err(e) => Err(format!("malformed JSON at column {}: {e}", e.column())),
+                Err(e) => {
+                    let msg = e.to_string();
+                    let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+                    Err(format!("malformed JSON at column {}: {msg}", e.column()))
+                }
             },
         };
         out.push(RawRecord { line, fields });

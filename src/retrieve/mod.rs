@@ -329,7 +329,9 @@ pub struct Facets {
 
 /// Counts brands and categories of `ords` (at most `limit` values each).
 pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: usize) -> Facets {
-    let mut brands: HashMap<&str, usize> = HashMap::new();
+    // Brands are grouped by normalized spelling, as the brand filter compares them, and
+    // shown in the first spelling met.
+    let mut brands: HashMap<String, (&str, usize)> = HashMap::new();
     let mut categories: HashMap<String, usize> = HashMap::new();
     let mut seen = HashSet::new();
     for ord in ords {
@@ -338,7 +340,7 @@ pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: 
         }
         let p = &products[ord as usize];
         if !p.brand.is_empty() {
-            *brands.entry(p.brand.as_str()).or_default() += 1;
+            brands.entry(normalize(&p.brand)).or_insert((p.brand.as_str(), 0)).1 += 1;
         }
         let mut path = String::new();
         for seg in p.category.split('/').filter(|s| !s.is_empty()) {
@@ -359,10 +361,7 @@ pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: 
         v
     };
     Facets {
-        brand: top(brands
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect()),
+        brand: top(brands.into_values().map(|(k, v)| (k.to_string(), v)).collect()),
         category: top(categories.into_iter().collect()),
     }
 }

@@ -1,6 +1,6 @@
 //! `GET /search`: query string -> [`SearchRequest`] -> engine -> JSON.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{run_blocking, AppState};
@@ -77,11 +77,48 @@ impl TryFrom<SearchParams> for SearchRequest {
     }
 }
 
+/// actix decodes percent-escapes lossily (invalid UTF-8 becomes U+FFFD): refuse such
+/// values instead of searching for replacement characters.
+pub fn check_utf8(query_string: &str) -> Result<()> {
+    for pair in query_string.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let raw = value.as_bytes();
+        let mut bytes = Vec::with_capacity(raw.len());
+        let mut i = 0;
+        while i < raw.len() {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let escaped = (raw[i] == b'%' && i + 2 < raw.len())
+                .then(|| hex(raw[i + 1]).zip(hex(raw[i + 2])))
+                .flatten();
+            match (escaped, raw[i]) {
+                (Some((h, l)), _) => {
+                    bytes.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                (None, b'+') => bytes.push(b' '),
+                (None, b) => bytes.push(b),
+            }
+            i += 1;
+        }
+        if std::str::from_utf8(&bytes).is_err() {
+            return Err(if name == "q" {
+                Error::InvalidQuery("the query is not valid UTF-8 text".into())
+            } else {
+                Error::param(name, "not valid UTF-8 text")
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn search(
     state: web::Data<AppState>,
+    http: HttpRequest,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse> {
-    let req = SearchRequest::try_from(params.into_inner())
+    let req = check_utf8(http.query_string())
+        .and_then(|_| SearchRequest::try_from(params.into_inner()))
         .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.search(&req)).await?;
