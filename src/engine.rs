@@ -5,12 +5,15 @@
 //! HTTP handlers and the CLI only convert their inputs into a [`SearchRequest`] and call
 //! [`Engine::search`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::behavior::profile::PersonalContext;
+use crate::behavior::{self, Event, EventStore, EventType, Personalization, UserProfile};
 use crate::catalog::Product;
 use crate::encoder::{device, Encoder, EncoderConfig};
 use crate::error::{Error, Result};
@@ -40,6 +43,8 @@ pub struct SearchRequest {
     pub profile: Option<String>,
     /// Include the per-hit breakdown.
     pub explain: bool,
+    /// The shopper, for personalized ranking.
+    pub user: Option<String>,
 }
 
 impl SearchRequest {
@@ -52,6 +57,7 @@ impl SearchRequest {
             size: 10,
             profile: None,
             explain: false,
+            user: None,
         }
     }
 }
@@ -108,6 +114,8 @@ pub struct SearchResponse {
     pub profile: String,
     /// Whether semantic similarity took part.
     pub semantic: bool,
+    /// Whether the user's profile took part.
+    pub personalized: bool,
     /// The page of hits.
     pub hits: Vec<Hit>,
     /// Brand and category counts over all ranked results.
@@ -138,6 +146,7 @@ pub struct Health {
 /// The search engine over one data directory.
 pub struct Engine {
     data_dir: PathBuf,
+    behavior: Option<Behavior>,
     generation: RwLock<Arc<Generation>>,
     encoder: Option<Arc<Encoder>>,
     semantic_note: Option<String>,
@@ -186,6 +195,7 @@ impl Engine {
         }
         Ok(Engine {
             data_dir: data_dir.to_path_buf(),
+            behavior: None,
             generation: RwLock::new(Arc::new(generation)),
             encoder,
             semantic_note,
@@ -274,7 +284,11 @@ impl Engine {
         timings.retrieve = self.stage("retrieve", t);
 
         let t = Instant::now();
-        let ranked = rank::rank(&gen, &candidates, &profile);
+        let personal = match (&req.user, &self.behavior) {
+            (Some(user), Some(b)) => b.context(user),
+            _ => None,
+        };
+        let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref());
         let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
         let hits = ranked
             .iter()
@@ -304,10 +318,99 @@ impl Engine {
             size: req.size,
             profile: profile_name,
             semantic: query_vector.is_some(),
+            personalized: personal.is_some(),
             hits,
             facets,
             timings_ms: timings,
         })
+    }
+
+    /// Opens behavior tracking on `store`: drops events older than the retention and
+    /// rebuilds every user profile from the rest. Returns the number of events replayed.
+    pub fn attach_events(
+        &mut self,
+        store: Box<dyn EventStore>,
+        retention_days: u64,
+    ) -> Result<usize> {
+        let config = self.profiles().get("default")?.personalization.clone();
+        let retention_secs = (retention_days > 0).then_some(retention_days as i64 * 86_400);
+        if let Some(r) = retention_secs {
+            let dropped = store.expire(behavior::now() - r)?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    retention_days,
+                    "dropped events past the retention window"
+                );
+            }
+        }
+        let mut events = Vec::new();
+        store.scan(&mut |e| events.push(e))?;
+        let behavior = Behavior {
+            store,
+            users: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+            config,
+            retention_secs,
+        };
+        let vectors = self.event_vectors(&events);
+        behavior.apply(&self.generation(), &events, &vectors);
+        let users = behavior.users.read().map_or(0, |u| u.len());
+        tracing::info!(events = events.len(), users, "user profiles rebuilt");
+        self.behavior = Some(behavior);
+        Ok(events.len())
+    }
+
+    /// Stores events durably, then updates their users' profiles. Returns (stored, dropped
+    /// as older than the retention window).
+    pub fn record_events(&self, events: Vec<Event>) -> Result<(usize, usize)> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let total = events.len();
+        let events: Vec<Event> = match b.retention_secs {
+            Some(r) => events
+                .into_iter()
+                .filter(|e| e.ts >= behavior::now() - r)
+                .collect(),
+            None => events,
+        };
+        let vectors = self.event_vectors(&events);
+        let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
+        b.store.append(&events)?;
+        b.apply(&self.generation(), &events, &vectors);
+        Ok((events.len(), total - events.len()))
+    }
+
+    /// What is held about a user.
+    pub fn user_profile(&self, user: &str) -> Result<serde_json::Value> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let users = b.users.read().unwrap_or_else(|e| e.into_inner());
+        users
+            .get(user)
+            .map(UserProfile::summary)
+            .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))
+    }
+
+    /// Erases everything about a user, durably. Returns the number of events removed.
+    pub fn delete_user(&self, user: &str) -> Result<usize> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = b.store.delete_user(user)?;
+        b.users
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+        Ok(removed)
+    }
+
+    /// Query vectors of search events (computed before taking any lock: encoding is slow).
+    fn event_vectors(&self, events: &[Event]) -> Vec<Option<Vec<f32>>> {
+        events
+            .iter()
+            .map(|e| match (&self.encoder, e.kind, &e.query) {
+                (Some(enc), EventType::Search, Some(q)) => enc.encode_query(q).ok(),
+                _ => None,
+            })
+            .collect()
     }
 
     fn stage(&self, name: &str, since: Instant) -> f64 {
@@ -345,4 +448,41 @@ fn validate(req: &SearchRequest) -> Result<&str> {
     }
     req.filters.validate()?;
     Ok(q)
+}
+
+/// Behavior tracking: the durable store and the in-memory profiles built from it.
+struct Behavior {
+    store: Box<dyn EventStore>,
+    users: RwLock<HashMap<String, UserProfile>>,
+    /// Serializes store appends with profile updates, so profiles follow store order.
+    writer: Mutex<()>,
+    config: Personalization,
+    retention_secs: Option<i64>,
+}
+
+impl Behavior {
+    /// Applies stored events to the profiles; `query_vectors[i]` belongs to `events[i]`.
+    fn apply(&self, gen: &Generation, events: &[Event], query_vectors: &[Option<Vec<f32>>]) {
+        let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        for (e, qv) in events.iter().zip(query_vectors) {
+            let ord = e
+                .product_id
+                .as_ref()
+                .and_then(|id| gen.by_id.get(id))
+                .map(|&o| o as usize);
+            let product = ord.map(|o| &gen.products[o]);
+            let vector = qv
+                .as_deref()
+                .or_else(|| Some(gen.vectors.as_ref()?.row(ord?)));
+            users
+                .entry(e.user_id.clone())
+                .or_insert_with(|| UserProfile::new(&e.user_id, &self.config))
+                .apply(e, &self.config, vector, product);
+        }
+    }
+
+    fn context(&self, user: &str) -> Option<PersonalContext> {
+        let users = self.users.read().unwrap_or_else(|e| e.into_inner());
+        users.get(user)?.context(behavior::now(), &self.config)
+    }
 }

@@ -74,6 +74,23 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// An event (or a batch of them) is invalid; nothing of the batch was stored.
+    #[error("{}: {reason}; nothing of this batch was stored", match index { Some(i) => format!("invalid event at index {i}"), None => "invalid events".to_string() })]
+    InvalidEvent {
+        /// 0-based index of the bad event in its batch (or line in its file), when known.
+        index: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No user with this id has any stored behavior.
+    #[error("user `{0}` not found: no events are stored for this user")]
+    UserNotFound(String),
+    /// The behavior store is off in this process.
+    #[error("the behavior store is not open in this process")]
+    NoEventStore,
+    /// The behavior store failed.
+    #[error("event store: {0}")]
+    Store(String),
     /// Too many searches are waiting; retry shortly.
     #[error("server busy: too many requests in flight, retry shortly")]
     Overloaded,
@@ -127,6 +144,10 @@ impl Error {
             Error::Config(_) => "invalid_configuration",
             Error::CudaNotCompiled => "cuda_not_compiled",
             Error::Model { .. } => "model_error",
+            Error::InvalidEvent { .. } => "invalid_event",
+            Error::UserNotFound(_) => "user_not_found",
+            Error::NoEventStore => "no_event_store",
+            Error::Store(_) => "store_error",
             Error::Overloaded => "overloaded",
             Error::Io { .. } => "io_error",
             Error::Index(_) => "index_error",

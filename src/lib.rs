@@ -6,15 +6,18 @@
 //! query -> analysis (normalize, jieba) -> encoder (BERT query vector)
 //!       -> retrieve (BM25 ∪ nearest vectors, filters, facets) -> rank (features × profile)
 //!       -> engine (wires the stages) -> server (HTTP) / main (CLI)
+//! events -> behavior (validate, durable store, user profiles) -> rank's personal features
 //! ```
 #![warn(missing_docs)]
 
 pub mod analysis;
+pub mod behavior;
 pub mod catalog;
 pub mod encoder;
 pub mod engine;
 pub mod error;
 pub mod eval;
+pub mod eval_personal;
 pub mod index;
 pub mod metrics;
 pub mod rank;

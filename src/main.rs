@@ -45,6 +45,15 @@ struct GlobalArgs {
 }
 
 #[derive(Subcommand)]
+enum EventsCommand {
+    /// Load events from a file: JSONL events, or the Tianchi UserBehavior CSV (`.csv`).
+    Import {
+        /// The events file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Build a new index generation from a catalog file and make it live.
     Index {
@@ -98,6 +107,33 @@ enum Command {
         /// Page number.
         #[arg(long, default_value_t = 1)]
         page: usize,
+        /// Personalize for this user (reads the event store; not while `serve` holds it).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Evaluate personalization with the simulated-shopper protocol on the shared catalogs
+    /// (profiles from `--data-dir`'s `profiles/`, if any, besides the built-in ones).
+    EvalPersonal {
+        /// The shared data folder.
+        #[arg(long, default_value = "../shared/data")]
+        shared: PathBuf,
+        /// Ranking profile.
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Simulated shoppers.
+        #[arg(long, default_value_t = 300)]
+        shoppers: usize,
+        /// RNG seed (same seed, same shoppers).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Behavior events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
     },
     /// Serve the HTTP API.
     Serve {
@@ -175,8 +211,12 @@ fn main() -> anyhow::Result<()> {
             in_stock,
             size,
             page,
+            user,
         } => {
-            let engine = open_engine(&settings)?;
+            let mut engine = open_engine(&settings)?;
+            if user.is_some() {
+                attach_events(&mut engine, &settings)?;
+            }
             let req = SearchRequest {
                 query,
                 filters: Filters {
@@ -190,6 +230,7 @@ fn main() -> anyhow::Result<()> {
                 size,
                 profile,
                 explain,
+                user,
             };
             let res = engine.search(&req)?;
             if json {
@@ -245,7 +286,9 @@ fn main() -> anyhow::Result<()> {
                 settings.workers = w;
             }
             settings.validate()?;
-            let engine = Arc::new(open_engine(&settings)?);
+            let mut engine = open_engine(&settings)?;
+            attach_events(&mut engine, &settings)?;
+            let engine = Arc::new(engine);
             actix_web::rt::System::new()
                 .block_on(shoprank::server::serve(
                     engine,
@@ -254,6 +297,73 @@ fn main() -> anyhow::Result<()> {
                     settings.max_in_flight,
                 ))
                 .with_context(|| format!("serving on {}", settings.addr))
+        }
+        Command::Events {
+            command: EventsCommand::Import { file },
+        } => {
+            let mut engine = open_engine(&settings)?;
+            attach_events(&mut engine, &settings)?;
+            let events = shoprank::behavior::read_file(&file, shoprank::behavior::now())?;
+            let (mut stored, mut expired) = (0, 0);
+            for chunk in events.chunks(shoprank::behavior::MAX_BATCH) {
+                let (s, e) = engine.record_events(chunk.to_vec())?;
+                stored += s;
+                expired += e;
+            }
+            println!(
+                "imported {stored} events from {}; dropped {expired} older than the retention of {} days",
+                file.display(),
+                settings.retention_days
+            );
+            Ok(())
+        }
+        Command::EvalPersonal {
+            shared,
+            profile,
+            shoppers,
+            seed,
+            json,
+        } => {
+            let encoder = load_encoder(&settings).map_err(|r| tracing::warn!(reason = %r, "no encoder: the personal vector feature is off")).ok();
+            let r = shoprank::eval_personal::run(
+                &shared,
+                Some(&settings.data_dir.join("profiles")),
+                encoder,
+                &profile,
+                shoppers,
+                seed,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+                return Ok(());
+            }
+            println!(
+                "simulated shoppers: {} on {} products (profile {})",
+                r.shoppers, r.products, r.profile
+            );
+            println!("history  NDCG@10 base  personal  MRR@10 base  personal  top-10 changed");
+            for h in &r.by_history {
+                println!(
+                    "{:>7}  {:>12.4}  {:>8.4}  {:>11.4}  {:>8.4}  {:>5}/{}",
+                    h.history,
+                    h.ndcg10_base,
+                    h.ndcg10_personal,
+                    h.mrr10_base,
+                    h.mrr10_personal,
+                    h.changed_top10,
+                    h.shoppers
+                );
+            }
+            let lift = (r.ndcg10_personal / r.ndcg10_base.max(1e-9) - 1.0) * 100.0;
+            println!(
+                "5+ events: NDCG@10 {:.4} -> {:.4} ({lift:+.1}%); no events: {:.4} -> {:.4}; median events before the top 10 changes: {}",
+                r.ndcg10_base,
+                r.ndcg10_personal,
+                r.ndcg10_cold_base,
+                r.ndcg10_cold_personal,
+                r.median_events_to_change.map_or("never".to_string(), |n| n.to_string())
+            );
+            Ok(())
         }
         Command::Eval {
             queries,
@@ -291,6 +401,14 @@ fn open_engine(settings: &Settings) -> anyhow::Result<Engine> {
         Err(reason) => (None, Some(reason)),
     };
     Ok(Engine::open(&settings.data_dir, encoder, note)?)
+}
+
+fn attach_events(engine: &mut Engine, settings: &Settings) -> anyhow::Result<()> {
+    let path = settings.data_dir.join("events").join("events.redb");
+    let store = shoprank::behavior::RedbStore::open(&path)
+        .context("opening the event store (is `shoprank serve` running on this data directory?)")?;
+    engine.attach_events(Box::new(store), settings.retention_days)?;
+    Ok(())
 }
 
 fn index_catalog(

@@ -30,6 +30,8 @@ pub struct Settings {
     pub workers: usize,
     /// Searches allowed in flight before answering 429.
     pub max_in_flight: usize,
+    /// Behavior events older than this many days are dropped (0 keeps them forever).
+    pub retention_days: u64,
 }
 
 impl Default for Settings {
@@ -44,6 +46,7 @@ impl Default for Settings {
             addr: "127.0.0.1:8080".into(),
             workers: 2,
             max_in_flight: 64,
+            retention_days: 365,
         }
     }
 }
@@ -95,6 +98,9 @@ impl Settings {
         }
         if let Some(v) = var("WORKERS") {
             s.workers = number("WORKERS", v)?;
+        }
+        if let Some(v) = var("RETENTION_DAYS") {
+            s.retention_days = number("RETENTION_DAYS", v)? as u64;
         }
         if let Some(v) = var("MAX_IN_FLIGHT") {
             s.max_in_flight = number("MAX_IN_FLIGHT", v)?;

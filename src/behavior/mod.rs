@@ -42,8 +42,14 @@ pub enum EventType {
 
 impl EventType {
     /// All types, in profile-weight order.
-    pub const ALL: [EventType; 6] =
-        [EventType::View, EventType::Click, EventType::Cart, EventType::Favorite, EventType::Purchase, EventType::Search];
+    pub const ALL: [EventType; 6] = [
+        EventType::View,
+        EventType::Click,
+        EventType::Cart,
+        EventType::Favorite,
+        EventType::Purchase,
+        EventType::Search,
+    ];
 
     /// The name used in JSON and profiles.
     pub fn name(self) -> &'static str {
@@ -82,13 +88,17 @@ pub struct Event {
 
 /// Now, Unix seconds.
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Event {
     /// Validates one event given as JSON; `ts` defaults to `now`.
     pub fn from_json(value: Value, now: i64) -> std::result::Result<Event, String> {
-        let Value::Object(mut map) = value else { return Err("expected a JSON object".into()) };
+        let Value::Object(mut map) = value else {
+            return Err("expected a JSON object".into());
+        };
         let mut take_str = |key: &str| -> std::result::Result<Option<String>, String> {
             match map.remove(key) {
                 None | Some(Value::Null) => Ok(None),
@@ -97,29 +107,46 @@ impl Event {
                 Some(other) => Err(format!("`{key}` must be a string, got {other}")),
             }
         };
-        let user_id = take_str("user_id")?.filter(|s| !s.is_empty()).ok_or("`user_id` is missing")?;
+        let user_id = take_str("user_id")?
+            .filter(|s| !s.is_empty())
+            .ok_or("`user_id` is missing")?;
         let kind_name = take_str("type")?.ok_or("`type` is missing")?;
         let product_id = take_str("product_id")?.filter(|s| !s.is_empty());
         let query = take_str("query")?.filter(|s| !s.is_empty());
         let ts = match map.remove("ts") {
             None | Some(Value::Null) => now,
-            Some(Value::Number(n)) => n.as_i64().ok_or_else(|| format!("`ts` must be whole Unix seconds, got {n}"))?,
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .ok_or_else(|| format!("`ts` must be whole Unix seconds, got {n}"))?,
             Some(other) => return Err(format!("`ts` must be Unix seconds, got {other}")),
         };
         if let Some(key) = map.keys().next() {
-            return Err(format!("unknown field `{key}` (fields: user_id, type, product_id, query, ts)"));
+            return Err(format!(
+                "unknown field `{key}` (fields: user_id, type, product_id, query, ts)"
+            ));
         }
         let kind = EventType::parse(&kind_name).ok_or_else(|| {
-            format!("unknown type `{kind_name}` (types: view, click, cart, favorite, purchase, search)")
+            format!(
+                "unknown type `{kind_name}` (types: view, click, cart, favorite, purchase, search)"
+            )
         })?;
-        let event = Event { user_id, kind, product_id, query, ts };
+        let event = Event {
+            user_id,
+            kind,
+            product_id,
+            query,
+            ts,
+        };
         event.validate(now)?;
         Ok(event)
     }
 
     /// Checks an event's fields (also for events built in code or read from files).
     pub fn validate(&self, now: i64) -> std::result::Result<(), String> {
-        if self.user_id.is_empty() || self.user_id.len() > 128 || self.user_id.chars().any(char::is_control) {
+        if self.user_id.is_empty()
+            || self.user_id.len() > 128
+            || self.user_id.chars().any(char::is_control)
+        {
             return Err("`user_id` must be 1..=128 bytes without control characters".into());
         }
         match self.kind {
@@ -129,20 +156,36 @@ impl Event {
                     return Err("a `search` event needs a non-empty `query`".into());
                 }
                 if q.chars().count() > crate::engine::MAX_QUERY_CHARS {
-                    return Err(format!("`query` is longer than {} characters", crate::engine::MAX_QUERY_CHARS));
+                    return Err(format!(
+                        "`query` is longer than {} characters",
+                        crate::engine::MAX_QUERY_CHARS
+                    ));
                 }
             }
             _ => match &self.product_id {
-                None => return Err(format!("a `{}` event needs a `product_id`", self.kind.name())),
-                Some(p) if p.len() > 256 => return Err("`product_id` is longer than 256 bytes".into()),
+                None => {
+                    return Err(format!(
+                        "a `{}` event needs a `product_id`",
+                        self.kind.name()
+                    ))
+                }
+                Some(p) if p.len() > 256 => {
+                    return Err("`product_id` is longer than 256 bytes".into())
+                }
                 Some(_) => {}
             },
         }
         if self.ts > 100_000_000_000 {
-            return Err(format!("`ts` {} looks like milliseconds; send Unix seconds", self.ts));
+            return Err(format!(
+                "`ts` {} looks like milliseconds; send Unix seconds",
+                self.ts
+            ));
         }
         if self.ts < MIN_TS || self.ts > now + 86_400 {
-            return Err(format!("`ts` {} is not a plausible time (2000-01-01 .. now + 1 day)", self.ts));
+            return Err(format!(
+                "`ts` {} is not a plausible time (2000-01-01 .. now + 1 day)",
+                self.ts
+            ));
         }
         Ok(())
     }
@@ -151,15 +194,23 @@ impl Event {
 /// Parses a request body: one object, a JSON array, or NDJSON. All-or-nothing: the first
 /// bad event fails the batch with its 0-based index.
 pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
-    let text = std::str::from_utf8(body)
-        .map_err(|e| Error::InvalidEvent { index: None, reason: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()) })?;
+    let text = std::str::from_utf8(body).map_err(|e| Error::InvalidEvent {
+        index: None,
+        reason: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
+    })?;
     let trimmed = text.trim_start();
     let values: Vec<Value> = if trimmed.starts_with('[') {
-        serde_json::from_str(trimmed)
-            .map_err(|e| Error::InvalidEvent { index: None, reason: format!("malformed JSON array: {e}") })?
+        serde_json::from_str(trimmed).map_err(|e| Error::InvalidEvent {
+            index: None,
+            reason: format!("malformed JSON array: {e}"),
+        })?
     } else {
         let mut out = Vec::new();
-        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        for (i, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+        {
             let v = serde_json::from_str(line).map_err(|e| Error::InvalidEvent {
                 index: Some(out.len()),
                 reason: format!("line {}: malformed JSON: {e}", i + 1),
@@ -169,18 +220,29 @@ pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
         out
     };
     if values.is_empty() {
-        return Err(Error::InvalidEvent { index: None, reason: "no events in the body".into() });
+        return Err(Error::InvalidEvent {
+            index: None,
+            reason: "no events in the body".into(),
+        });
     }
     if values.len() > MAX_BATCH {
         return Err(Error::InvalidEvent {
             index: None,
-            reason: format!("{} events in one batch, at most {MAX_BATCH}: split it", values.len()),
+            reason: format!(
+                "{} events in one batch, at most {MAX_BATCH}: split it",
+                values.len()
+            ),
         });
     }
     values
         .into_iter()
         .enumerate()
-        .map(|(i, v)| Event::from_json(v, now).map_err(|reason| Error::InvalidEvent { index: Some(i), reason }))
+        .map(|(i, v)| {
+            Event::from_json(v, now).map_err(|reason| Error::InvalidEvent {
+                index: Some(i),
+                reason,
+            })
+        })
         .collect()
 }
 
@@ -188,8 +250,10 @@ pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
 /// (`user_id,item_id,category_id,type,unix_ts` with types pv/cart/fav/buy).
 pub fn read_file(path: &std::path::Path, now: i64) -> Result<Vec<Event>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = std::str::from_utf8(&bytes)
-        .map_err(|e| Error::InvalidEvent { index: None, reason: format!("{}: not UTF-8 at byte {}", path.display(), e.valid_up_to()) })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| Error::InvalidEvent {
+        index: None,
+        reason: format!("{}: not UTF-8 at byte {}", path.display(), e.valid_up_to()),
+    })?;
     if path.extension().and_then(|e| e.to_str()) != Some("csv") {
         return parse_lines(text, now, path);
     }
@@ -199,19 +263,37 @@ pub fn read_file(path: &std::path::Path, now: i64) -> Result<Vec<Event>> {
         if line.trim().is_empty() || (i == 0 && cols.first() == Some(&"user_id")) {
             continue;
         }
-        let bad = |reason: String| Error::InvalidEvent { index: Some(i), reason: format!("{}:{}: {reason}", path.display(), i + 1) };
+        let bad = |reason: String| Error::InvalidEvent {
+            index: Some(i),
+            reason: format!("{}:{}: {reason}", path.display(), i + 1),
+        };
         let [user, item, _category, kind, ts] = cols.as_slice() else {
-            return Err(bad(format!("expected 5 columns (user_id,item_id,category_id,type,unix_ts), found {}", cols.len())));
+            return Err(bad(format!(
+                "expected 5 columns (user_id,item_id,category_id,type,unix_ts), found {}",
+                cols.len()
+            )));
         };
         let kind = match *kind {
             "pv" => EventType::View,
             "cart" => EventType::Cart,
             "fav" => EventType::Favorite,
             "buy" => EventType::Purchase,
-            other => return Err(bad(format!("unknown behavior type `{other}` (pv, cart, fav, buy)"))),
+            other => {
+                return Err(bad(format!(
+                    "unknown behavior type `{other}` (pv, cart, fav, buy)"
+                )))
+            }
         };
-        let ts = ts.parse::<i64>().map_err(|_| bad(format!("timestamp `{ts}` is not a number")))?;
-        let e = Event { user_id: user.to_string(), kind, product_id: Some(item.to_string()), query: None, ts };
+        let ts = ts
+            .parse::<i64>()
+            .map_err(|_| bad(format!("timestamp `{ts}` is not a number")))?;
+        let e = Event {
+            user_id: user.to_string(),
+            kind,
+            product_id: Some(item.to_string()),
+            query: None,
+            ts,
+        };
         e.validate(now).map_err(bad)?;
         out.push(e);
     }
@@ -220,9 +302,17 @@ pub fn read_file(path: &std::path::Path, now: i64) -> Result<Vec<Event>> {
 
 fn parse_lines(text: &str, now: i64, path: &std::path::Path) -> Result<Vec<Event>> {
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let bad = |reason: String| Error::InvalidEvent { index: Some(i), reason: format!("{}:{}: {reason}", path.display(), i + 1) };
-        let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("malformed JSON: {e}")))?;
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bad = |reason: String| Error::InvalidEvent {
+            index: Some(i),
+            reason: format!("{}:{}: {reason}", path.display(), i + 1),
+        };
+        let v: Value =
+            serde_json::from_str(line).map_err(|e| bad(format!("malformed JSON: {e}")))?;
         out.push(Event::from_json(v, now).map_err(bad)?);
     }
     Ok(out)
@@ -236,9 +326,14 @@ mod tests {
 
     #[test]
     fn parses_objects_arrays_and_ndjson() {
-        let one = parse_batch(br#"{"user_id":"u1","type":"click","product_id":"p1"}"#, NOW).unwrap();
+        let one =
+            parse_batch(br#"{"user_id":"u1","type":"click","product_id":"p1"}"#, NOW).unwrap();
         assert_eq!(one[0].ts, NOW);
-        let arr = parse_batch(br#"[{"user_id":"u1","type":"search","query":"口红","ts":1799999000}]"#, NOW).unwrap();
+        let arr = parse_batch(
+            r#"[{"user_id":"u1","type":"search","query":"口红","ts":1799999000}]"#.as_bytes(),
+            NOW,
+        )
+        .unwrap();
         assert_eq!(arr[0].query.as_deref(), Some("口红"));
         let nd = parse_batch(b"{\"user_id\":\"u\",\"type\":\"view\",\"product_id\":\"a\"}\n\n{\"user_id\":\"u\",\"type\":\"cart\",\"product_id\":\"b\"}\n", NOW).unwrap();
         assert_eq!(nd.len(), 2);
@@ -264,8 +359,13 @@ mod tests {
                 other => panic!("unexpected {other}"),
             }
         }
-        let big: Vec<String> = (0..MAX_BATCH + 1).map(|_| r#"{"user_id":"u","type":"view","product_id":"a"}"#.to_string()).collect();
-        assert!(parse_batch(format!("[{}]", big.join(",")).as_bytes(), NOW).unwrap_err().to_string().contains("at most"));
+        let big: Vec<String> = (0..MAX_BATCH + 1)
+            .map(|_| r#"{"user_id":"u","type":"view","product_id":"a"}"#.to_string())
+            .collect();
+        assert!(parse_batch(format!("[{}]", big.join(",")).as_bytes(), NOW)
+            .unwrap_err()
+            .to_string()
+            .contains("at most"));
     }
 
     #[test]
@@ -277,6 +377,9 @@ mod tests {
         assert_eq!(events.len(), 2);
         assert_eq!(events[1].kind, EventType::Purchase);
         std::fs::write(&path, "1,2,3,like,1511544070\n").unwrap();
-        assert!(read_file(&path, NOW).unwrap_err().to_string().contains(":1: unknown behavior type"));
+        assert!(read_file(&path, NOW)
+            .unwrap_err()
+            .to_string()
+            .contains(":1: unknown behavior type"));
     }
 }

@@ -26,6 +26,9 @@ pub struct Personalization {
     pub session_share: f32,
     /// Weight per event type (`view`, `click`, `favorite`, `cart`, `purchase`, `search`).
     pub type_weights: BTreeMap<String, f32>,
+    /// Personal features are multiplied by `(relevance / best relevance) ^ relevance_power`
+    /// (0 turns the gate off).
+    pub relevance_power: f32,
 }
 
 impl Default for Personalization {
@@ -34,10 +37,18 @@ impl Default for Personalization {
             session_half_life_secs: 1800.0,
             long_half_life_secs: 30.0 * 86_400.0,
             session_share: 0.5,
-            type_weights: [("view", 1.0), ("click", 2.0), ("favorite", 3.0), ("cart", 4.0), ("purchase", 5.0), ("search", 1.0)]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+            relevance_power: 8.0,
+            type_weights: [
+                ("view", 1.0),
+                ("click", 2.0),
+                ("favorite", 3.0),
+                ("cart", 4.0),
+                ("purchase", 5.0),
+                ("search", 1.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
         }
     }
 }
@@ -45,20 +56,36 @@ impl Default for Personalization {
 impl Personalization {
     /// Checks names and values.
     pub fn validate(&self) -> Result<(), String> {
-        for (name, v) in [("session_half_life_secs", self.session_half_life_secs), ("long_half_life_secs", self.long_half_life_secs)] {
+        for (name, v) in [
+            ("session_half_life_secs", self.session_half_life_secs),
+            ("long_half_life_secs", self.long_half_life_secs),
+        ] {
             if !(v.is_finite() && v > 0.0) {
                 return Err(format!("personalization.{name} must be > 0, got {v}"));
             }
         }
+        if !(0.0..=100.0).contains(&self.relevance_power) {
+            return Err(format!(
+                "personalization.relevance_power must be within 0..=100, got {}",
+                self.relevance_power
+            ));
+        }
         if !(0.0..=1.0).contains(&self.session_share) {
-            return Err(format!("personalization.session_share must be within 0..=1, got {}", self.session_share));
+            return Err(format!(
+                "personalization.session_share must be within 0..=1, got {}",
+                self.session_share
+            ));
         }
         for (k, v) in &self.type_weights {
             if !EventType::ALL.iter().any(|t| t.name() == k) {
-                return Err(format!("personalization.type_weights: unknown event type `{k}`"));
+                return Err(format!(
+                    "personalization.type_weights: unknown event type `{k}`"
+                ));
             }
             if !(v.is_finite() && *v >= 0.0) {
-                return Err(format!("personalization.type_weights.{k} must be >= 0, got {v}"));
+                return Err(format!(
+                    "personalization.type_weights.{k} must be >= 0, got {v}"
+                ));
             }
         }
         Ok(())
@@ -88,7 +115,10 @@ struct Horizon {
 
 impl Horizon {
     fn new(half_life: f64) -> Self {
-        Horizon { half_life, ..Default::default() }
+        Horizon {
+            half_life,
+            ..Default::default()
+        }
     }
 
     fn decay(&self, from: i64, to: i64) -> f64 {
@@ -100,7 +130,11 @@ impl Horizon {
         if ts <= self.t_ref {
             return w * self.decay(ts, self.t_ref);
         }
-        let f = if self.weight == 0.0 { 1.0 } else { self.decay(self.t_ref, ts) };
+        let f = if self.weight == 0.0 {
+            1.0
+        } else {
+            self.decay(self.t_ref, ts)
+        };
         self.weight *= f;
         self.vector_weight *= f;
         self.vector.iter_mut().for_each(|x| *x *= f as f32);
@@ -121,7 +155,10 @@ impl Horizon {
                 self.vector = vec![0.0; v.len()];
             }
             if self.vector.len() == v.len() {
-                self.vector.iter_mut().zip(v).for_each(|(s, x)| *s += w as f32 * x);
+                self.vector
+                    .iter_mut()
+                    .zip(v)
+                    .for_each(|(s, x)| *s += w as f32 * x);
                 self.vector_weight += w;
             }
         }
@@ -194,7 +231,13 @@ impl UserProfile {
 
     /// Applies one event. `vector` is the product's (or the query's) embedding, `product`
     /// the catalog product, when known.
-    pub fn apply(&mut self, event: &Event, config: &Personalization, vector: Option<&[f32]>, product: Option<&Product>) {
+    pub fn apply(
+        &mut self,
+        event: &Event,
+        config: &Personalization,
+        vector: Option<&[f32]>,
+        product: Option<&Product>,
+    ) {
         let w = config.weight(event.kind);
         if w > 0.0 {
             self.session.add(event.ts, w, vector, product);
@@ -215,11 +258,19 @@ impl UserProfile {
         let long_vec = self.long.unit_vector();
         let session_vec = self.session.unit_vector();
         // A fresh session (weight >= 1 at `now`) takes its full share; it fades with its half-life.
-        let freshness = (self.session.weight * self.session.decay(self.session.t_ref, now.max(self.session.t_ref))).min(1.0);
+        let freshness = (self.session.weight
+            * self
+                .session
+                .decay(self.session.t_ref, now.max(self.session.t_ref)))
+        .min(1.0);
         let alpha = config.session_share * freshness as f32;
         let vector = match (long_vec, session_vec) {
             (Some(l), Some(s)) => {
-                let mixed: Vec<f32> = l.iter().zip(&s).map(|(a, b)| (1.0 - alpha) * a + alpha * b).collect();
+                let mixed: Vec<f32> = l
+                    .iter()
+                    .zip(&s)
+                    .map(|(a, b)| (1.0 - alpha) * a + alpha * b)
+                    .collect();
                 let norm = mixed.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
                 mixed.into_iter().map(|x| x / norm).collect()
             }
@@ -227,22 +278,35 @@ impl UserProfile {
             _ => Vec::new(),
         };
         let share = |m: &HashMap<String, f64>| -> HashMap<String, f32> {
-            m.iter().map(|(k, v)| (k.clone(), (v / self.long.weight) as f32)).collect()
+            m.iter()
+                .map(|(k, v)| (k.clone(), (v / self.long.weight) as f32))
+                .collect()
         };
         let price = (self.long.price_weight > 0.0).then(|| {
             let mean = self.long.log_price / self.long.price_weight;
             let var = (self.long.log_price_sq / self.long.price_weight - mean * mean).max(0.0);
             (mean, var.sqrt().max(0.25))
         });
-        Some(PersonalContext { vector, brands: share(&self.long.brands), categories: share(&self.long.categories), price })
+        Some(PersonalContext {
+            vector,
+            brands: share(&self.long.brands),
+            categories: share(&self.long.categories),
+            price,
+        })
     }
 
     /// A readable summary: top brands and categories with shares, price band.
     pub fn summary(&self) -> serde_json::Value {
         let top = |m: &HashMap<String, f64>| {
-            let mut v: Vec<(&String, f64)> = m.iter().map(|(k, w)| (k, w / self.long.weight.max(1e-12))).collect();
+            let mut v: Vec<(&String, f64)> = m
+                .iter()
+                .map(|(k, w)| (k, w / self.long.weight.max(1e-12)))
+                .collect();
             v.sort_by(|a, b| b.1.total_cmp(&a.1));
-            v.into_iter().take(10).map(|(k, s)| serde_json::json!({"value": k, "share": s})).collect::<Vec<_>>()
+            v.into_iter()
+                .take(10)
+                .map(|(k, s)| serde_json::json!({"value": k, "share": s}))
+                .collect::<Vec<_>>()
         };
         let price = (self.long.price_weight > 0.0).then(|| {
             let mean = self.long.log_price / self.long.price_weight;
@@ -304,7 +368,8 @@ mod tests {
     use super::*;
 
     fn product(id: &str, brand: &str, category: &str, price: f64) -> Product {
-        let mut p: Product = serde_json::from_value(serde_json::json!({"id": id, "title": id})).unwrap();
+        let mut p: Product =
+            serde_json::from_value(serde_json::json!({"id": id, "title": id})).unwrap();
         p.brand = brand.into();
         p.category = category.into();
         p.price = Some(price);
@@ -312,7 +377,13 @@ mod tests {
     }
 
     fn click(ts: i64, id: &str) -> Event {
-        Event { user_id: "u".into(), kind: EventType::Click, product_id: Some(id.into()), query: None, ts }
+        Event {
+            user_id: "u".into(),
+            kind: EventType::Click,
+            product_id: Some(id.into()),
+            query: None,
+            ts,
+        }
     }
 
     #[test]
@@ -329,7 +400,9 @@ mod tests {
         assert!(c.brand_affinity(&a) > c.brand_affinity(&b));
         assert!(c.category_affinity(&a) > c.category_affinity(&b));
         assert!(c.category_affinity(&product("x", "", "美妆", 1.0)) > 0.99);
-        assert!(c.price_fit(&product("x", "", "", 400.0)) > c.price_fit(&product("x", "", "", 20.0)));
+        assert!(
+            c.price_fit(&product("x", "", "", 400.0)) > c.price_fit(&product("x", "", "", 20.0))
+        );
         assert!(c.vector[0] > c.vector[1]);
     }
 
@@ -341,9 +414,18 @@ mod tests {
         let b = product("b", "B", "", 10.0);
         u.apply(&click(0 + 1_000_000, "a"), &config, None, Some(&a));
         // 60 days later (two long half-lives) one click on B outweighs the old click on A.
-        u.apply(&click(1_000_000 + 60 * 86_400, "b"), &config, None, Some(&b));
+        u.apply(
+            &click(1_000_000 + 60 * 86_400, "b"),
+            &config,
+            None,
+            Some(&b),
+        );
         let c = u.context(1_000_000 + 60 * 86_400, &config).unwrap();
-        assert!((c.brand_affinity(&b) - 0.8).abs() < 0.01, "{}", c.brand_affinity(&b));
+        assert!(
+            (c.brand_affinity(&b) - 0.8).abs() < 0.01,
+            "{}",
+            c.brand_affinity(&b)
+        );
         // An event arriving late (out of order) is decayed to the profile's time, not replayed.
         u.apply(&click(1_000_000, "a"), &config, None, Some(&a));
         let c2 = u.context(1_000_000 + 60 * 86_400, &config).unwrap();

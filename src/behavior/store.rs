@@ -43,7 +43,8 @@ impl RedbStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let db = Database::create(path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
+        let db =
+            Database::create(path).map_err(|e| Error::Store(format!("{}: {e}", path.display())))?;
         let tx = db.begin_write().map_err(store_err)?;
         tx.open_table(EVENTS).map_err(store_err)?;
         tx.open_table(META).map_err(store_err)?;
@@ -57,11 +58,16 @@ impl EventStore for RedbStore {
         let tx = self.db.begin_write().map_err(store_err)?;
         {
             let mut meta = tx.open_table(META).map_err(store_err)?;
-            let mut seq = meta.get("next_seq").map_err(store_err)?.map_or(0, |v| v.value());
+            let mut seq = meta
+                .get("next_seq")
+                .map_err(store_err)?
+                .map_or(0, |v| v.value());
             let mut table = tx.open_table(EVENTS).map_err(store_err)?;
             for e in events {
                 let bytes = serde_json::to_vec(e).map_err(store_err)?;
-                table.insert((e.user_id.as_str(), seq), bytes.as_slice()).map_err(store_err)?;
+                table
+                    .insert((e.user_id.as_str(), seq), bytes.as_slice())
+                    .map_err(store_err)?;
                 seq += 1;
             }
             meta.insert("next_seq", seq).map_err(store_err)?;
@@ -119,7 +125,13 @@ mod tests {
     use crate::behavior::EventType;
 
     fn event(user: &str, product: &str, ts: i64) -> Event {
-        Event { user_id: user.into(), kind: EventType::Click, product_id: Some(product.into()), query: None, ts }
+        Event {
+            user_id: user.into(),
+            kind: EventType::Click,
+            product_id: Some(product.into()),
+            query: None,
+            ts,
+        }
     }
 
     fn all(store: &RedbStore) -> Vec<Event> {
@@ -134,12 +146,20 @@ mod tests {
         let path = dir.path().join("events.redb");
         {
             let store = RedbStore::open(&path).unwrap();
-            store.append(&[event("u1", "a", 100), event("u2", "b", 200)]).unwrap();
+            store
+                .append(&[event("u1", "a", 100), event("u2", "b", 200)])
+                .unwrap();
             store.append(&[event("u1", "c", 300)]).unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         let events = all(&store);
-        assert_eq!(events.iter().map(|e| e.product_id.clone().unwrap()).collect::<Vec<_>>(), ["a", "c", "b"]);
+        assert_eq!(
+            events
+                .iter()
+                .map(|e| e.product_id.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["a", "c", "b"]
+        );
         assert_eq!(store.delete_user("u1").unwrap(), 2);
         assert_eq!(all(&store), vec![event("u2", "b", 200)]);
         assert_eq!(store.expire(250).unwrap(), 1);

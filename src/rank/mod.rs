@@ -6,7 +6,14 @@
 //!   (0..=1, so weights mean the same for short and long queries);
 //! - `semantic`: cosine similarity of query and product embeddings;
 //! - `popularity`: ln(1 + sales) / ln(1 + the catalog's top sales);
-//! - `rating`: rating / 5 (0 when unknown).
+//! - `rating`: rating / 5 (0 when unknown);
+//! - with a known user (see `behavior::profile`): `personal` (cosine of the user vector and
+//!   the product vector), `brand_affinity` and `category_affinity` (share of the user's
+//!   decayed behavior on the product's brand / category path), `price_fit` (Gaussian on
+//!   log-price around the user's usual band), each multiplied by a relevance gate
+//!   `(relevance / best relevance) ^ relevance_power` so taste re-orders what matches the
+//!   query rather than pulling in what does not. A request without a user, or a user with
+//!   no history, gets none of these, so its ranking is exactly the non-personal one.
 
 pub mod profile;
 
@@ -14,11 +21,21 @@ use serde::Serialize;
 
 pub use profile::{CandidateCounts, Profile, Profiles};
 
+use crate::behavior::profile::PersonalContext;
 use crate::index::Generation;
 use crate::retrieve::Candidate;
 
 /// Names of the ranking features, as used in profiles and explain.
-pub const FEATURES: &[&str] = &["bm25", "semantic", "popularity", "rating"];
+pub const FEATURES: &[&str] = &[
+    "bm25",
+    "semantic",
+    "popularity",
+    "rating",
+    "personal",
+    "brand_affinity",
+    "category_affinity",
+    "price_fit",
+];
 
 /// One feature of one hit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -40,8 +57,11 @@ pub struct Explain {
     pub bm25_raw: f32,
     /// Which retrieval sides found the product.
     pub matched_by: Vec<&'static str>,
-    /// Every computed feature.
+    /// Every computed feature (personal ones already multiplied by `personal_gate`).
     pub features: Vec<FeatureScore>,
+    /// Relevance gate applied to the personal features, when a user profile took part.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal_gate: Option<f32>,
 }
 
 /// A ranked candidate.
@@ -56,14 +76,29 @@ pub struct Scored {
 }
 
 /// Scores and sorts candidates, best first (ties broken by row for a stable order).
-pub fn rank(gen: &Generation, candidates: &[Candidate], profile: &Profile) -> Vec<Scored> {
+pub fn rank(
+    gen: &Generation,
+    candidates: &[Candidate],
+    profile: &Profile,
+    personal: Option<&PersonalContext>,
+) -> Vec<Scored> {
     let max_bm25 = candidates.iter().map(|c| c.bm25).fold(0.0f32, f32::max);
     let sales_scale = (1.0 + gen.max_sales as f32).ln();
+    let feature = |name: &'static str, value: f32| {
+        let weight = profile.weight(name);
+        FeatureScore {
+            name,
+            value,
+            weight,
+            contribution: weight * value,
+        }
+    };
+    // Pass 1: the query's features, whose sum is the candidate's relevance.
     let mut out: Vec<Scored> = candidates
         .iter()
         .map(|c| {
             let p = &gen.products[c.ord as usize];
-            let mut values: Vec<(&'static str, f32)> = vec![(
+            let mut features = vec![feature(
                 "bm25",
                 if max_bm25 > 0.0 {
                     c.bm25 / max_bm25
@@ -72,30 +107,15 @@ pub fn rank(gen: &Generation, candidates: &[Candidate], profile: &Profile) -> Ve
                 },
             )];
             if let Some(s) = c.semantic {
-                values.push(("semantic", s));
+                features.push(feature("semantic", s));
             }
-            values.push((
-                "popularity",
-                if sales_scale > 0.0 {
-                    (1.0 + p.sales as f32).ln() / sales_scale
-                } else {
-                    0.0
-                },
-            ));
-            values.push(("rating", p.rating.unwrap_or(0.0) as f32 / 5.0));
-            let features: Vec<FeatureScore> = values
-                .into_iter()
-                .map(|(name, value)| {
-                    let weight = profile.weight(name);
-                    FeatureScore {
-                        name,
-                        value,
-                        weight,
-                        contribution: weight * value,
-                    }
-                })
-                .collect();
-            let score = features.iter().map(|f| f.contribution).sum();
+            let popularity = if sales_scale > 0.0 {
+                (1.0 + p.sales as f32).ln() / sales_scale
+            } else {
+                0.0
+            };
+            features.push(feature("popularity", popularity));
+            features.push(feature("rating", p.rating.unwrap_or(0.0) as f32 / 5.0));
             let mut matched_by = Vec::new();
             if c.from_bm25 {
                 matched_by.push("bm25");
@@ -103,17 +123,50 @@ pub fn rank(gen: &Generation, candidates: &[Candidate], profile: &Profile) -> Ve
             if c.from_vector {
                 matched_by.push("vector");
             }
+            let score = features.iter().map(|f| f.contribution).sum();
             Scored {
                 ord: c.ord,
                 score,
                 explain: Explain {
                     bm25_raw: c.bm25,
                     matched_by,
+                    personal_gate: None,
                     features,
                 },
             }
         })
         .collect();
+    // Pass 2: personal features, gated by relevance so a shopper's taste re-orders what
+    // matches the query instead of pulling in what does not: gate = (relevance / best
+    // relevance) ^ relevance_power.
+    if let Some(u) = personal {
+        let best = out.iter().map(|s| s.score).fold(0.0f32, f32::max);
+        let power = profile.personalization.relevance_power;
+        for s in &mut out {
+            let p = &gen.products[s.ord as usize];
+            let gate = if best > 0.0 {
+                (s.score / best).clamp(0.0, 1.0).powf(power)
+            } else {
+                1.0
+            };
+            let mut personal_features = Vec::new();
+            if let (false, Some(v)) = (u.vector.is_empty(), &gen.vectors) {
+                personal_features.push(feature(
+                    "personal",
+                    gate * crate::encoder::dot(&u.vector, v.row(s.ord as usize)),
+                ));
+            }
+            personal_features.push(feature("brand_affinity", gate * u.brand_affinity(p)));
+            personal_features.push(feature("category_affinity", gate * u.category_affinity(p)));
+            personal_features.push(feature("price_fit", gate * u.price_fit(p)));
+            s.score += personal_features
+                .iter()
+                .map(|f| f.contribution)
+                .sum::<f32>();
+            s.explain.features.extend(personal_features);
+            s.explain.personal_gate = Some(gate);
+        }
+    }
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
     out
 }

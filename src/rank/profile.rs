@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::FEATURES;
+use crate::behavior::Personalization;
 use crate::error::{Error, Result};
 use crate::schema::TEXT_FIELDS;
 
@@ -48,6 +49,9 @@ pub struct Profile {
     /// Candidate counts.
     #[serde(default)]
     pub candidates: CandidateCounts,
+    /// How user profiles are built (half-lives, event type weights).
+    #[serde(default)]
+    pub personalization: Personalization,
 }
 
 impl Profile {
@@ -62,6 +66,10 @@ impl Profile {
                 ("semantic", 1.0),
                 ("popularity", 0.01),
                 ("rating", 0.0),
+                ("personal", 0.1),
+                ("brand_affinity", 0.15),
+                ("category_affinity", 0.05),
+                ("price_fit", 0.05),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
@@ -76,6 +84,7 @@ impl Profile {
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
             candidates: CandidateCounts::default(),
+            personalization: Personalization::default(),
         }
     }
 
@@ -89,6 +98,7 @@ impl Profile {
                 bm25: 200,
                 vector: 0,
             },
+            personalization: Personalization::default(),
         }
     }
 
@@ -125,6 +135,7 @@ impl Profile {
                 ));
             }
         }
+        self.personalization.validate()?;
         if self.candidates.bm25 + self.candidates.vector == 0
             || self.candidates.bm25 > 10_000
             || self.candidates.vector > 10_000

@@ -340,7 +340,10 @@ pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: 
         }
         let p = &products[ord as usize];
         if !p.brand.is_empty() {
-            brands.entry(normalize(&p.brand)).or_insert((p.brand.as_str(), 0)).1 += 1;
+            brands
+                .entry(normalize(&p.brand))
+                .or_insert((p.brand.as_str(), 0))
+                .1 += 1;
         }
         let mut path = String::new();
         for seg in p.category.split('/').filter(|s| !s.is_empty()) {
@@ -361,7 +364,10 @@ pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: 
         v
     };
     Facets {
-        brand: top(brands.into_values().map(|(k, v)| (k.to_string(), v)).collect()),
+        brand: top(brands
+            .into_values()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect()),
         category: top(categories.into_iter().collect()),
     }
 }

@@ -19,10 +19,12 @@ pub struct ErrorBody<'a> {
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
         match self {
-            Error::InvalidQuery(_) | Error::InvalidParam { .. } | Error::UnknownProfile { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            Error::ProductNotFound(_) => StatusCode::NOT_FOUND,
+            Error::InvalidQuery(_)
+            | Error::InvalidParam { .. }
+            | Error::UnknownProfile { .. }
+            | Error::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
+            Error::ProductNotFound(_) | Error::UserNotFound(_) => StatusCode::NOT_FOUND,
+            Error::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidProfile { .. }
             | Error::BadCatalog { .. }
             | Error::BadCatalogFile { .. } => StatusCode::UNPROCESSABLE_ENTITY,
@@ -31,6 +33,7 @@ impl ResponseError for Error {
             Error::Config(_)
             | Error::CudaNotCompiled
             | Error::Model { .. }
+            | Error::Store(_)
             | Error::Io { .. }
             | Error::Index(_)
             | Error::Inference(_)

@@ -3,6 +3,7 @@
 //! that answers 429 with `Retry-After` when exceeded.
 
 mod error;
+mod events;
 mod search;
 mod status;
 
@@ -66,6 +67,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         error::bad_request("invalid_parameter", format!("bad path: {err}"))
     }))
     .configure(search::configure)
+    .configure(events::configure)
     .configure(status::configure)
     .default_service(web::to(error::not_found));
 }

@@ -27,6 +27,7 @@ pub struct SearchParams {
     size: Option<String>,
     profile: Option<String>,
     explain: Option<String>,
+    user: Option<String>,
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: Option<String>, what: &str) -> Result<Option<T>> {
@@ -73,6 +74,7 @@ impl TryFrom<SearchParams> for SearchRequest {
             size: parse("size", p.size, "a page size")?.unwrap_or(10),
             profile: text(p.profile),
             explain: flag("explain", p.explain)?,
+            user: text(p.user),
         })
     }
 }
