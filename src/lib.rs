@@ -19,6 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod eval_personal;
 pub mod index;
+pub mod intent;
 pub mod metrics;
 pub mod rank;
 pub mod retrieve;

@@ -1,0 +1,208 @@
+//! Query understanding: a query -> normalized text, tokens and structured intent (brand,
+//! price, category, attributes) that ranking uses and an engineer can inspect.
+//!
+//! - brand: catalog brands and aliases (`brand`); boosts, never filters;
+//! - price: bounds become a filter unless the request sets prices itself; `左右` and
+//!   `便宜` become soft features (`price`);
+//! - category: a category name in the query (`口红`), else the nearest category centroid
+//!   of the product vectors when the query vector is close enough;
+//! - attributes: capacities, sizes, colors and model numbers (`50ml`, `256g`, `红色`,
+//!   `mate60`), matched against product titles and attributes.
+//!
+//! The price expression is cut from the text that is searched (`500元以下蓝牙耳机` searches
+//! `蓝牙耳机`).
+
+pub mod brand;
+pub mod price;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde::Serialize;
+
+pub use brand::{BrandIntent, BrandMatcher};
+pub use price::PriceIntent;
+
+use crate::analysis::normalize;
+use crate::catalog::Product;
+use crate::encoder::dot;
+use crate::error::Result;
+use crate::index::Vectors;
+
+/// A detected category with a confidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryIntent {
+    /// Category path.
+    pub value: String,
+    /// 0..=1.
+    pub confidence: f32,
+}
+
+/// Everything understood about a query.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Intents {
+    /// Brands named.
+    pub brand: Vec<BrandIntent>,
+    /// Price wish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceIntent>,
+    /// Likely categories, best first.
+    pub category: Vec<CategoryIntent>,
+    /// Attributes in normalized spelling.
+    pub attributes: Vec<String>,
+}
+
+/// The analysis shown by `/analyze`.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueryAnalysis {
+    /// Normalized query.
+    pub normalized: String,
+    /// The text searched (the price expression cut out).
+    pub search_text: String,
+    /// Query-side jieba tokens of the searched text.
+    pub tokens: Vec<String>,
+    /// Detected intents.
+    pub intents: Intents,
+}
+
+const COLORS: &[&str] = &[
+    "玫瑰金", "香槟金", "红色", "黑色", "白色", "蓝色", "绿色", "粉色", "紫色", "黄色", "灰色", "金色", "银色", "橙色", "棕色", "米色",
+    "透明", "卡其色", "藏青色", "酒红色",
+];
+
+/// Capacities and sizes (`256g`, `50ml`, `14寸`, `42码`, `5斤`) and model codes
+/// (`mate60`, `iphone15pro`, `p60`, `14pro`).
+static ATTRIBUTE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\d+(?:\.\d+)?(?:ml|mah|kg|mm|cm|hz|g|t|l|w|码|寸|斤|克|片|支|包|瓶)|[a-z]+\d+[a-z]*|\d+[a-z]+")
+        .expect("attribute pattern")
+});
+
+/// Query understanding for one index generation.
+pub struct IntentModel {
+    brands: BrandMatcher,
+    /// Leaf category name (normalized) -> category path, longest name first.
+    category_names: Vec<(String, String)>,
+    /// Category path -> unit centroid of its products' vectors.
+    centroids: Vec<(String, Vec<f32>)>,
+}
+
+/// Cosine above which a category centroid counts as the query's category.
+const CENTROID_THRESHOLD: f32 = 0.80;
+
+impl IntentModel {
+    /// Builds from the generation's products (and vectors, for category centroids).
+    pub fn new(products: &[Product], vectors: Option<&Vectors>, alias_file: Option<&Path>) -> Result<Self> {
+        let brands = BrandMatcher::new(products.iter().map(|p| p.brand.as_str()).filter(|b| !b.is_empty()), alias_file)?;
+        let mut names: HashMap<String, String> = HashMap::new();
+        let mut sums: HashMap<String, (Vec<f32>, usize)> = HashMap::new();
+        for (i, p) in products.iter().enumerate() {
+            if p.category.is_empty() {
+                continue;
+            }
+            if let Some(leaf) = p.category.rsplit('/').next() {
+                let leaf = normalize(leaf);
+                if leaf.chars().count() >= 2 {
+                    names.entry(leaf).or_insert_with(|| p.category.clone());
+                }
+            }
+            if let Some(v) = vectors {
+                let entry = sums.entry(p.category.clone()).or_insert_with(|| (vec![0.0; v.dim()], 0));
+                entry.0.iter_mut().zip(v.row(i)).for_each(|(s, x)| *s += x);
+                entry.1 += 1;
+            }
+        }
+        let mut category_names: Vec<(String, String)> = names.into_iter().collect();
+        category_names.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        let mut centroids: Vec<(String, Vec<f32>)> = sums
+            .into_iter()
+            .filter_map(|(path, (sum, _))| {
+                let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+                (norm > 0.0).then(|| (path, sum.iter().map(|x| x / norm).collect()))
+            })
+            .collect();
+        centroids.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(IntentModel { brands, category_names, centroids })
+    }
+
+    /// The brand matcher.
+    pub fn brands(&self) -> &BrandMatcher {
+        &self.brands
+    }
+
+    /// Intents of a query (with its vector, when encoded) and the text left to search.
+    pub fn analyze(&self, query: &str, query_vector: Option<&[f32]>) -> (Intents, String) {
+        let normalized = normalize(query);
+        let price = price::parse(&normalized);
+        let search_text = match price {
+            Some((_, (a, b))) => format!("{} {}", &normalized[..a], &normalized[b..]).trim().to_string(),
+            None => normalized.clone(),
+        };
+        let brand: Vec<BrandIntent> = self.brands.detect(&normalized).into_iter().map(|(b, _)| b).collect();
+        let mut attributes: Vec<String> = Vec::new();
+        let price_span = price.map(|(_, span)| span);
+        for m in ATTRIBUTE.find_iter(&normalized) {
+            let inside_price = price_span.is_some_and(|(a, b)| m.start() < b && a < m.end());
+            let glued = normalized[..m.start()].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric());
+            let value = m.as_str().to_string();
+            if !inside_price && !glued && !attributes.contains(&value) && !value.chars().all(|c| c.is_ascii_alphabetic()) {
+                attributes.push(value);
+            }
+        }
+        for c in COLORS {
+            if normalized.contains(c) && !attributes.iter().any(|a| a == c) {
+                attributes.push(c.to_string());
+            }
+        }
+        let category = self.categories(&normalized, query_vector);
+        (Intents { brand, price: price.map(|(p, _)| p), category, attributes }, search_text)
+    }
+
+    fn categories(&self, normalized: &str, query_vector: Option<&[f32]>) -> Vec<CategoryIntent> {
+        if let Some((_, path)) = self.category_names.iter().find(|(name, _)| normalized.contains(name.as_str())) {
+            return vec![CategoryIntent { value: path.clone(), confidence: 1.0 }];
+        }
+        let Some(q) = query_vector else { return Vec::new() };
+        let mut scored: Vec<(f32, &String)> = self.centroids.iter().map(|(path, c)| (dot(q, c), path)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored
+            .into_iter()
+            .take(3)
+            .filter(|(s, _)| *s >= CENTROID_THRESHOLD)
+            .map(|(s, path)| CategoryIntent { value: path.clone(), confidence: s })
+            .collect()
+    }
+}
+
+/// The intent features of one product: (brand_match, category_match, attribute_match,
+/// price_match), each 0..=1; `None` for a feature whose intent is absent. `cheap_rank` is
+/// the product's price percentile among the priced candidates (0 = cheapest), for `Cheap`.
+pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Option<f32>; 4] {
+    let brand = (!intents.brand.is_empty()).then(|| {
+        let b = normalize(&p.brand);
+        intents.brand.iter().filter(|i| !b.is_empty() && normalize(&i.value) == b).map(|i| i.confidence).fold(0.0, f32::max)
+    });
+    let category = (!intents.category.is_empty()).then(|| {
+        intents
+            .category
+            .iter()
+            .filter(|c| p.category == c.value || p.category.starts_with(&format!("{}/", c.value)))
+            .map(|c| c.confidence)
+            .fold(0.0, f32::max)
+    });
+    let attributes = (!intents.attributes.is_empty()).then(|| {
+        let text: String = normalize(&format!("{} {}", p.title, p.attributes_text())).chars().filter(|c| !c.is_whitespace()).collect();
+        intents.attributes.iter().filter(|a| text.contains(a.as_str())).count() as f32 / intents.attributes.len() as f32
+    });
+    let price = match (intents.price, p.price) {
+        (Some(PriceIntent::Around { target }), Some(x)) if x > 0.0 && target > 0.0 => {
+            let z = (x / target).ln() / 0.25;
+            Some((-0.5 * z * z).exp() as f32)
+        }
+        (Some(PriceIntent::Cheap), Some(_)) => cheap_rank.map(|r| 1.0 - r),
+        (Some(PriceIntent::Around { .. } | PriceIntent::Cheap), None) => Some(0.0),
+        _ => None,
+    };
+    [brand, category, attributes, price]
+}
