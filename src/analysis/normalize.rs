@@ -107,6 +107,7 @@ const UNITS: &[(&str, &str)] = &[
     ("ml", "ml"),
     ("kg", "kg"),
     ("克", "g"),
+    ("升", "l"),
 ];
 
 /// Rewrites `<number><spaces?><unit>` to `<number><canonical unit>`.

@@ -63,11 +63,15 @@ pub struct BrandMatcher {
 
 impl BrandMatcher {
     /// From the catalog's brands and an optional alias file.
-    pub fn new<'a>(catalog_brands: impl IntoIterator<Item = &'a str>, alias_file: Option<&Path>) -> Result<Self> {
+    pub fn new<'a>(
+        catalog_brands: impl IntoIterator<Item = &'a str>,
+        alias_file: Option<&Path>,
+    ) -> Result<Self> {
         let file: AliasFile = match alias_file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-                toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
+                toml::from_str(&text)
+                    .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?
             }
             None => AliasFile::default(),
         };
@@ -86,7 +90,9 @@ impl BrandMatcher {
             }
         }
         for (brand, aliases) in &file.aliases {
-            canonical.entry(normalize(brand)).or_insert_with(|| brand.clone());
+            canonical
+                .entry(normalize(brand))
+                .or_insert_with(|| brand.clone());
             for part in brand.split('/') {
                 add(part, brand);
             }
@@ -110,7 +116,12 @@ impl BrandMatcher {
                 not_with,
             })
             .collect();
-        aliases.sort_by(|a, b| b.text.len().cmp(&a.text.len()).then_with(|| a.text.cmp(&b.text)));
+        aliases.sort_by(|a, b| {
+            b.text
+                .len()
+                .cmp(&a.text.len())
+                .then_with(|| a.text.cmp(&b.text))
+        });
         Ok(BrandMatcher { aliases, canonical })
     }
 
@@ -132,7 +143,9 @@ impl BrandMatcher {
                 if a.latin {
                     let before = text[..start].chars().next_back();
                     let after = text[end..].chars().next();
-                    if before.is_some_and(|c| c.is_ascii_alphabetic()) || after.is_some_and(|c| c.is_ascii_alphabetic()) {
+                    if before.is_some_and(|c| c.is_ascii_alphabetic())
+                        || after.is_some_and(|c| c.is_ascii_alphabetic())
+                    {
                         continue;
                     }
                 }
@@ -143,7 +156,11 @@ impl BrandMatcher {
                 match found.iter_mut().find(|(b, _)| b.value == a.brand) {
                     Some((b, _)) => b.confidence = b.confidence.max(a.confidence),
                     None => found.push((
-                        BrandIntent { value: a.brand.clone(), confidence: a.confidence, alias: a.text.clone() },
+                        BrandIntent {
+                            value: a.brand.clone(),
+                            confidence: a.confidence,
+                            alias: a.text.clone(),
+                        },
                         (start, end),
                     )),
                 }
@@ -164,7 +181,11 @@ mod tests {
     }
 
     fn brands(text: &str) -> Vec<String> {
-        matcher().detect(&normalize(text)).into_iter().map(|(b, _)| b.value).collect()
+        matcher()
+            .detect(&normalize(text))
+            .into_iter()
+            .map(|(b, _)| b.value)
+            .collect()
     }
 
     #[test]

@@ -68,14 +68,32 @@ pub struct QueryAnalysis {
 }
 
 const COLORS: &[&str] = &[
-    "玫瑰金", "香槟金", "红色", "黑色", "白色", "蓝色", "绿色", "粉色", "紫色", "黄色", "灰色", "金色", "银色", "橙色", "棕色", "米色",
-    "透明", "卡其色", "藏青色", "酒红色",
+    "玫瑰金",
+    "香槟金",
+    "红色",
+    "黑色",
+    "白色",
+    "蓝色",
+    "绿色",
+    "粉色",
+    "紫色",
+    "黄色",
+    "灰色",
+    "金色",
+    "银色",
+    "橙色",
+    "棕色",
+    "米色",
+    "透明",
+    "卡其色",
+    "藏青色",
+    "酒红色",
 ];
 
 /// Capacities and sizes (`256g`, `50ml`, `14寸`, `42码`, `5斤`) and model codes
 /// (`mate60`, `iphone15pro`, `p60`, `14pro`).
 static ATTRIBUTE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\d+(?:\.\d+)?(?:ml|mah|kg|mm|cm|hz|g|t|l|w|码|寸|斤|克|片|支|包|瓶)|[a-z]+\d+[a-z]*|\d+[a-z]+")
+    Regex::new(r"\d+(?:\.\d+)?(?:ml|mah|kg|mm|cm|hz|g|t|l|w|码|寸|斤|克|片|支|包|瓶|本|色|颗|个|袋|盒|双|粒|卷)|[a-z]+\d+[a-z]*|\d+[a-z]+")
         .expect("attribute pattern")
 });
 
@@ -93,24 +111,59 @@ const CENTROID_THRESHOLD: f32 = 0.80;
 
 impl IntentModel {
     /// Builds from the generation's products (and vectors, for category centroids).
-    pub fn new(products: &[Product], vectors: Option<&Vectors>, alias_file: Option<&Path>) -> Result<Self> {
-        let brands = BrandMatcher::new(products.iter().map(|p| p.brand.as_str()).filter(|b| !b.is_empty()), alias_file)?;
+    pub fn new(
+        products: &[Product],
+        vectors: Option<&Vectors>,
+        alias_file: Option<&Path>,
+    ) -> Result<Self> {
+        let brands = BrandMatcher::new(
+            products
+                .iter()
+                .map(|p| p.brand.as_str())
+                .filter(|b| !b.is_empty()),
+            alias_file,
+        )?;
+        // Every segment name of every path names its path prefix (`耳机` -> `数码/耳机`).
         let mut names: HashMap<String, String> = HashMap::new();
+        let mut children: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
         let mut sums: HashMap<String, (Vec<f32>, usize)> = HashMap::new();
         for (i, p) in products.iter().enumerate() {
             if p.category.is_empty() {
                 continue;
             }
-            if let Some(leaf) = p.category.rsplit('/').next() {
-                let leaf = normalize(leaf);
-                if leaf.chars().count() >= 2 {
-                    names.entry(leaf).or_insert_with(|| p.category.clone());
+            let mut prefix = String::new();
+            for seg in p.category.split('/') {
+                let parent = prefix.clone();
+                if !prefix.is_empty() {
+                    prefix.push('/');
+                }
+                prefix.push_str(seg);
+                children.entry(parent).or_default().insert(prefix.clone());
+                let name = normalize(seg);
+                if name.chars().count() >= 2 {
+                    let entry = names.entry(name).or_insert_with(|| prefix.clone());
+                    // A name used at several depths names the deepest path.
+                    if prefix.matches('/').count() > entry.matches('/').count() {
+                        *entry = prefix.clone();
+                    }
                 }
             }
             if let Some(v) = vectors {
-                let entry = sums.entry(p.category.clone()).or_insert_with(|| (vec![0.0; v.dim()], 0));
+                let entry = sums
+                    .entry(p.category.clone())
+                    .or_insert_with(|| (vec![0.0; v.dim()], 0));
                 entry.0.iter_mut().zip(v.row(i)).for_each(|(s, x)| *s += x);
                 entry.1 += 1;
+            }
+        }
+        // A path with a single child chain means that child (`手机` -> `数码/手机/智能手机`).
+        for path in names.values_mut() {
+            while let Some(only) = children
+                .get(path.as_str())
+                .filter(|c| c.len() == 1)
+                .and_then(|c| c.first())
+            {
+                *path = only.clone();
             }
         }
         let mut category_names: Vec<(String, String)> = names.into_iter().collect();
@@ -123,7 +176,11 @@ impl IntentModel {
             })
             .collect();
         centroids.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok(IntentModel { brands, category_names, centroids })
+        Ok(IntentModel {
+            brands,
+            category_names,
+            centroids,
+        })
     }
 
     /// The brand matcher.
@@ -136,17 +193,31 @@ impl IntentModel {
         let normalized = normalize(query);
         let price = price::parse(&normalized);
         let search_text = match price {
-            Some((_, (a, b))) => format!("{} {}", &normalized[..a], &normalized[b..]).trim().to_string(),
+            Some((_, (a, b))) => format!("{} {}", &normalized[..a], &normalized[b..])
+                .trim()
+                .to_string(),
             None => normalized.clone(),
         };
-        let brand: Vec<BrandIntent> = self.brands.detect(&normalized).into_iter().map(|(b, _)| b).collect();
+        let brand: Vec<BrandIntent> = self
+            .brands
+            .detect(&normalized)
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
         let mut attributes: Vec<String> = Vec::new();
         let price_span = price.map(|(_, span)| span);
         for m in ATTRIBUTE.find_iter(&normalized) {
             let inside_price = price_span.is_some_and(|(a, b)| m.start() < b && a < m.end());
-            let glued = normalized[..m.start()].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric());
+            let glued = normalized[..m.start()]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c.is_ascii_alphanumeric());
             let value = m.as_str().to_string();
-            if !inside_price && !glued && !attributes.contains(&value) && !value.chars().all(|c| c.is_ascii_alphabetic()) {
+            if !inside_price
+                && !glued
+                && !attributes.contains(&value)
+                && !value.chars().all(|c| c.is_ascii_alphabetic())
+            {
                 attributes.push(value);
             }
         }
@@ -156,21 +227,45 @@ impl IntentModel {
             }
         }
         let category = self.categories(&normalized, query_vector);
-        (Intents { brand, price: price.map(|(p, _)| p), category, attributes }, search_text)
+        (
+            Intents {
+                brand,
+                price: price.map(|(p, _)| p),
+                category,
+                attributes,
+            },
+            search_text,
+        )
     }
 
     fn categories(&self, normalized: &str, query_vector: Option<&[f32]>) -> Vec<CategoryIntent> {
-        if let Some((_, path)) = self.category_names.iter().find(|(name, _)| normalized.contains(name.as_str())) {
-            return vec![CategoryIntent { value: path.clone(), confidence: 1.0 }];
+        if let Some((_, path)) = self
+            .category_names
+            .iter()
+            .find(|(name, _)| normalized.contains(name.as_str()))
+        {
+            return vec![CategoryIntent {
+                value: path.clone(),
+                confidence: 1.0,
+            }];
         }
-        let Some(q) = query_vector else { return Vec::new() };
-        let mut scored: Vec<(f32, &String)> = self.centroids.iter().map(|(path, c)| (dot(q, c), path)).collect();
+        let Some(q) = query_vector else {
+            return Vec::new();
+        };
+        let mut scored: Vec<(f32, &String)> = self
+            .centroids
+            .iter()
+            .map(|(path, c)| (dot(q, c), path))
+            .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
         scored
             .into_iter()
             .take(3)
             .filter(|(s, _)| *s >= CENTROID_THRESHOLD)
-            .map(|(s, path)| CategoryIntent { value: path.clone(), confidence: s })
+            .map(|(s, path)| CategoryIntent {
+                value: path.clone(),
+                confidence: s,
+            })
             .collect()
     }
 }
@@ -181,7 +276,12 @@ impl IntentModel {
 pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Option<f32>; 4] {
     let brand = (!intents.brand.is_empty()).then(|| {
         let b = normalize(&p.brand);
-        intents.brand.iter().filter(|i| !b.is_empty() && normalize(&i.value) == b).map(|i| i.confidence).fold(0.0, f32::max)
+        intents
+            .brand
+            .iter()
+            .filter(|i| !b.is_empty() && normalize(&i.value) == b)
+            .map(|i| i.confidence)
+            .fold(0.0, f32::max)
     });
     let category = (!intents.category.is_empty()).then(|| {
         intents
@@ -192,8 +292,16 @@ pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Opt
             .fold(0.0, f32::max)
     });
     let attributes = (!intents.attributes.is_empty()).then(|| {
-        let text: String = normalize(&format!("{} {}", p.title, p.attributes_text())).chars().filter(|c| !c.is_whitespace()).collect();
-        intents.attributes.iter().filter(|a| text.contains(a.as_str())).count() as f32 / intents.attributes.len() as f32
+        let text: String = normalize(&format!("{} {}", p.title, p.attributes_text()))
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        intents
+            .attributes
+            .iter()
+            .filter(|a| text.contains(a.as_str()))
+            .count() as f32
+            / intents.attributes.len() as f32
     });
     let price = match (intents.price, p.price) {
         (Some(PriceIntent::Around { target }), Some(x)) if x > 0.0 && target > 0.0 => {
