@@ -50,6 +50,7 @@ fn main() {
             BuildOptions {
                 schema: &schema,
                 user_dict: None,
+                brand_aliases: None,
                 encoder: encoder.as_ref(),
                 source: name.into(),
             },

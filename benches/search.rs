@@ -52,6 +52,7 @@ fn engine(dir: &Path) -> Engine {
         BuildOptions {
             schema: &schema,
             user_dict: None,
+            brand_aliases: None,
             encoder: encoder.as_ref(),
             source: "pool".into(),
         },

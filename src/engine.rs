@@ -18,6 +18,7 @@ use crate::catalog::Product;
 use crate::encoder::{device, Encoder, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::index::{self, Generation};
+use crate::intent::{Intents, PriceIntent, QueryAnalysis};
 use crate::metrics::Metrics;
 use crate::rank::{self, Explain, Profile, Profiles};
 use crate::retrieve::{self, Facets, Filters};
@@ -116,12 +117,47 @@ pub struct SearchResponse {
     pub semantic: bool,
     /// Whether the user's profile took part.
     pub personalized: bool,
+    /// What the query was understood to ask for.
+    pub intents: Intents,
+    /// The filters applied (the request's, plus a price bound from the query).
+    pub filters: AppliedFilters,
     /// The page of hits.
     pub hits: Vec<Hit>,
     /// Brand and category counts over all ranked results.
     pub facets: Facets,
     /// Stage timings.
     pub timings_ms: Timings,
+}
+
+/// Filters as applied to a search.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AppliedFilters {
+    /// Brand.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    /// Category prefix.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<String>,
+    /// Lowest price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_min: Option<f64>,
+    /// Highest price.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub price_max: Option<f64>,
+    /// In stock only.
+    pub in_stock: bool,
+}
+
+impl From<&Filters> for AppliedFilters {
+    fn from(f: &Filters) -> Self {
+        AppliedFilters {
+            brand: f.brand.clone(),
+            category: f.category.clone(),
+            price_min: f.price_min,
+            price_max: f.price_max,
+            in_stock: f.in_stock,
+        }
+    }
 }
 
 /// Health facts.
@@ -241,6 +277,30 @@ impl Engine {
         }
     }
 
+    /// Query understanding: normalized text, tokens and intents, as `/analyze` shows them.
+    pub fn analyze(&self, query: &str) -> Result<QueryAnalysis> {
+        let req = SearchRequest::new(query);
+        let query = validate(&req)?;
+        let gen = self.generation();
+        let (_, cut) = gen.intents.analyze(query, None);
+        let search_text = if cut.is_empty() {
+            query.to_string()
+        } else {
+            cut
+        };
+        let vector = match &self.encoder {
+            Some(e) => Some(e.encode_query(&search_text)?),
+            None => None,
+        };
+        let (intents, _) = gen.intents.analyze(query, vector.as_deref());
+        Ok(QueryAnalysis {
+            normalized: crate::analysis::normalize(query),
+            tokens: gen.analysis.query_words(&search_text),
+            search_text,
+            intents,
+        })
+    }
+
     /// A product by id.
     pub fn product(&self, id: &str) -> Result<Product> {
         let g = self.generation();
@@ -260,23 +320,39 @@ impl Engine {
         let mut timings = Timings::default();
 
         let t = Instant::now();
-        let tokens = gen.analysis.query_words(query);
+        let (_, cut) = gen.intents.analyze(query, None);
+        // The price expression is left out of the searched text, unless nothing else is left.
+        let search_text = if cut.is_empty() {
+            query.to_string()
+        } else {
+            cut
+        };
+        let tokens = gen.analysis.query_words(&search_text);
         timings.analyze = self.stage("analyze", t);
 
         let t = Instant::now();
         let semantic_wanted = profile.weight("semantic") != 0.0 || profile.candidates.vector > 0;
         let query_vector = match &self.encoder {
-            Some(e) if semantic_wanted => Some(e.encode_query(query)?),
+            Some(e) if semantic_wanted => Some(e.encode_query(&search_text)?),
             _ => None,
         };
         timings.encode = self.stage("encode", t);
 
         let t = Instant::now();
+        let (intents, _) = gen.intents.analyze(query, query_vector.as_deref());
+        let mut filters = req.filters.clone();
+        // An explicit price bound in the query filters, unless the request sets prices itself.
+        if let (Some(PriceIntent::Range { min, max }), None, None) =
+            (intents.price, filters.price_min, filters.price_max)
+        {
+            filters.price_min = min;
+            filters.price_max = max;
+        }
         let candidates = retrieve::candidates(
             &gen,
-            query,
+            &search_text,
             query_vector.as_deref(),
-            &req.filters,
+            &filters,
             &profile.boosts,
             profile.candidates.bm25,
             profile.candidates.vector,
@@ -288,7 +364,7 @@ impl Engine {
             (Some(user), Some(b)) => b.context(user),
             _ => None,
         };
-        let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref());
+        let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
         let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
         let hits = ranked
             .iter()
@@ -319,6 +395,8 @@ impl Engine {
             profile: profile_name,
             semantic: query_vector.is_some(),
             personalized: personal.is_some(),
+            intents,
+            filters: AppliedFilters::from(&filters),
             hits,
             facets,
             timings_ms: timings,

@@ -276,6 +276,7 @@ pub fn run(
         BuildOptions {
             schema: &schema,
             user_dict: None,
+            brand_aliases: None,
             encoder: encoder.as_ref(),
             source: "eval-personal".into(),
         },

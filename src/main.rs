@@ -130,6 +130,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show how a query is understood: normalized text, tokens, intents (JSON).
+    Analyze {
+        /// The query.
+        query: String,
+    },
     /// Behavior events.
     Events {
         #[command(subcommand)]
@@ -297,6 +302,14 @@ fn main() -> anyhow::Result<()> {
                     settings.max_in_flight,
                 ))
                 .with_context(|| format!("serving on {}", settings.addr))
+        }
+        Command::Analyze { query } => {
+            let engine = open_engine(&settings)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&engine.analyze(&query)?)?
+            );
+            Ok(())
         }
         Command::Events {
             command: EventsCommand::Import { file },
@@ -467,6 +480,10 @@ fn index_catalog(
         BuildOptions {
             schema: &schema,
             user_dict,
+            brand_aliases: settings
+                .brand_aliases
+                .exists()
+                .then_some(settings.brand_aliases.as_path()),
             encoder: encoder.as_ref(),
             source: catalog_path.display().to_string(),
         },

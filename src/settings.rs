@@ -22,6 +22,8 @@ pub struct Settings {
     pub schema: PathBuf,
     /// jieba user dictionary.
     pub user_dict: PathBuf,
+    /// Brand alias file for query understanding.
+    pub brand_aliases: PathBuf,
     /// Encoder device.
     pub device: DeviceKind,
     /// HTTP listen address.
@@ -42,6 +44,7 @@ impl Default for Settings {
             model_dir: None,
             schema: PathBuf::from("index_schema/products.toml"),
             user_dict: PathBuf::from("index_schema/userdict.txt"),
+            brand_aliases: PathBuf::from("index_schema/brand_aliases.toml"),
             device: DeviceKind::Cpu,
             addr: "127.0.0.1:8080".into(),
             workers: 2,
@@ -78,6 +81,9 @@ impl Settings {
         }
         if let Some(v) = var("SCHEMA") {
             s.schema = v.into();
+        }
+        if let Some(v) = var("BRAND_ALIASES") {
+            s.brand_aliases = v.into();
         }
         if let Some(v) = var("USER_DICT") {
             s.user_dict = v.into();

@@ -205,15 +205,13 @@ pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
             reason: format!("malformed JSON array: {e}"),
         })?
     } else {
+        // One object (compact or pretty-printed) or NDJSON: a stream of JSON values.
         let mut out = Vec::new();
-        for (i, line) in text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-        {
-            let v = serde_json::from_str(line).map_err(|e| Error::InvalidEvent {
+        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        while let Some(v) = stream.next() {
+            let v = v.map_err(|e| Error::InvalidEvent {
                 index: Some(out.len()),
-                reason: format!("line {}: malformed JSON: {e}", i + 1),
+                reason: format!("malformed JSON at line {}: {e}", e.line()),
             })?;
             out.push(v);
         }

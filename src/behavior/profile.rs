@@ -302,7 +302,7 @@ impl UserProfile {
                 .iter()
                 .map(|(k, w)| (k, w / self.long.weight.max(1e-12)))
                 .collect();
-            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
             v.into_iter()
                 .take(10)
                 .map(|(k, s)| serde_json::json!({"value": k, "share": s}))
@@ -412,7 +412,7 @@ mod tests {
         let mut u = UserProfile::new("u", &config);
         let a = product("a", "A", "", 10.0);
         let b = product("b", "B", "", 10.0);
-        u.apply(&click(0 + 1_000_000, "a"), &config, None, Some(&a));
+        u.apply(&click(1_000_000, "a"), &config, None, Some(&a));
         // 60 days later (two long half-lives) one click on B outweighs the old click on A.
         u.apply(
             &click(1_000_000 + 60 * 86_400, "b"),

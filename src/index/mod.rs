@@ -6,6 +6,7 @@
 //! DATA_DIR/CURRENT                      name of the live generation
 //! DATA_DIR/generations/<name>/          one complete generation
 //!     tantivy/  products.jsonl  vectors.bin  meta.json  schema.toml  userdict.txt
+//!     brand_aliases.toml
 //! DATA_DIR/generations/<name>.building  a build in progress (removed if found later)
 //! DATA_DIR/profiles/*.toml              ranking profiles
 //! ```
@@ -29,6 +30,7 @@ use crate::analysis::{normalize, Analysis};
 use crate::catalog::Product;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
+use crate::intent::IntentModel;
 use crate::schema::{CatalogSchema, Fields};
 
 /// Facts about a generation, written at build time.
@@ -58,6 +60,8 @@ pub struct BuildOptions<'a> {
     pub schema: &'a CatalogSchema,
     /// User dictionary file for jieba.
     pub user_dict: Option<&'a Path>,
+    /// Brand alias file for query understanding.
+    pub brand_aliases: Option<&'a Path>,
     /// Encoder for product vectors; `None` builds a BM25-only generation.
     pub encoder: Option<&'a Encoder>,
     /// Description of the source (file path).
@@ -88,6 +92,8 @@ pub struct Generation {
     pub analysis: Analysis,
     /// Largest `sales` in the catalog (popularity scale).
     pub max_sales: u64,
+    /// Query understanding built on this catalog (brands, categories, centroids).
+    pub intents: IntentModel,
 }
 
 fn generations_dir(data_dir: &Path) -> PathBuf {
@@ -131,6 +137,12 @@ pub fn build(
     write_file(&tmp.join("userdict.txt"), dict.as_bytes())?;
     let schema_text = toml::to_string(opts.schema).map_err(|e| Error::Internal(e.to_string()))?;
     write_file(&tmp.join("schema.toml"), schema_text.as_bytes())?;
+    if let Some(aliases) = opts.brand_aliases {
+        let bytes = std::fs::read(aliases).map_err(|e| Error::io(aliases, e))?;
+        // Fail before publishing: a broken alias file would break every later open.
+        IntentModel::new(&[], None, Some(aliases))?;
+        write_file(&tmp.join("brand_aliases.toml"), &bytes)?;
+    }
     let analysis = Analysis::load(Some(&tmp.join("userdict.txt")), [])?;
 
     let (tschema, fields) = opts.schema.tantivy_schema();
@@ -293,7 +305,14 @@ pub fn open(data_dir: &Path) -> Result<Generation> {
         .map(|(i, p)| (p.id.clone(), i as u32))
         .collect();
     let max_sales = products.iter().map(|p| p.sales).max().unwrap_or(0);
+    let aliases = dir.join("brand_aliases.toml");
+    let intents = IntentModel::new(
+        &products,
+        vectors.as_ref(),
+        aliases.is_file().then_some(aliases.as_path()),
+    )?;
     Ok(Generation {
+        intents,
         dir,
         meta,
         schema,

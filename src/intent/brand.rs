@@ -109,7 +109,7 @@ impl BrandMatcher {
         let mut aliases: Vec<Alias> = by_text
             .into_iter()
             .map(|(text, (brand, confidence, not_with))| Alias {
-                latin: text.chars().all(|c| c.is_ascii()),
+                latin: text.is_ascii(),
                 text,
                 brand,
                 confidence,

@@ -258,14 +258,28 @@ impl IntentModel {
             .map(|(path, c)| (dot(q, c), path))
             .collect();
         scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        if scored
+            .first()
+            .is_none_or(|(best, _)| *best < CENTROID_THRESHOLD)
+        {
+            return Vec::new();
+        }
+        // Confidence: a softmax over the centroid similarities (temperature 0.02).
+        let best = scored[0].0;
+        let weights: Vec<f32> = scored
+            .iter()
+            .map(|(s, _)| ((s - best) / 0.02).exp())
+            .collect();
+        let total: f32 = weights.iter().sum();
         scored
             .into_iter()
+            .zip(weights)
             .take(3)
-            .filter(|(s, _)| *s >= CENTROID_THRESHOLD)
-            .map(|(s, path)| CategoryIntent {
+            .map(|((_, path), w)| CategoryIntent {
                 value: path.clone(),
-                confidence: s,
+                confidence: w / total,
             })
+            .filter(|c| c.confidence >= 0.05)
             .collect()
     }
 }

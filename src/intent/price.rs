@@ -130,7 +130,7 @@ pub fn parse(text: &str) -> Option<(PriceIntent, (usize, usize))> {
                 continue;
             };
             let b = caps.get(2).and_then(|m| number(m.as_str()));
-            if !(a.is_finite() && a >= 0.0 && a < 1e8) {
+            if !(0.0..1e8).contains(&a) {
                 continue;
             }
             return Some(((pattern.make)(a, b), (whole.start(), whole.end())));

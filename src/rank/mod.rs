@@ -7,6 +7,11 @@
 //! - `semantic`: cosine similarity of query and product embeddings;
 //! - `popularity`: ln(1 + sales) / ln(1 + the catalog's top sales);
 //! - `rating`: rating / 5 (0 when unknown);
+//! - with query intents (see `intent`): `brand_match` (the product's brand was named, times
+//!   the detection's confidence), `category_match` (the product is in a detected category),
+//!   `attribute_match` (share of the named attributes found in title and attributes),
+//!   `price_match` (closeness to a `左右` target, or cheapness among the candidates for
+//!   `便宜`); absent when the query has no such intent;
 //! - with a known user (see `behavior::profile`): `personal` (cosine of the user vector and
 //!   the product vector), `brand_affinity` and `category_affinity` (share of the user's
 //!   decayed behavior on the product's brand / category path), `price_fit` (Gaussian on
@@ -23,6 +28,7 @@ pub use profile::{CandidateCounts, Profile, Profiles};
 
 use crate::behavior::profile::PersonalContext;
 use crate::index::Generation;
+use crate::intent::{self, Intents};
 use crate::retrieve::Candidate;
 
 /// Names of the ranking features, as used in profiles and explain.
@@ -31,6 +37,10 @@ pub const FEATURES: &[&str] = &[
     "semantic",
     "popularity",
     "rating",
+    "brand_match",
+    "category_match",
+    "attribute_match",
+    "price_match",
     "personal",
     "brand_affinity",
     "category_affinity",
@@ -81,8 +91,20 @@ pub fn rank(
     candidates: &[Candidate],
     profile: &Profile,
     personal: Option<&PersonalContext>,
+    intents: &Intents,
 ) -> Vec<Scored> {
     let max_bm25 = candidates.iter().map(|c| c.bm25).fold(0.0f32, f32::max);
+    // Price percentile among the priced candidates, for a `便宜` query.
+    let mut prices: Vec<f64> = candidates
+        .iter()
+        .filter_map(|c| gen.products[c.ord as usize].price)
+        .collect();
+    prices.sort_by(f64::total_cmp);
+    let cheap_rank = |p: Option<f64>| {
+        let x = p?;
+        (prices.len() > 1)
+            .then(|| prices.partition_point(|&q| q < x) as f32 / (prices.len() - 1) as f32)
+    };
     let sales_scale = (1.0 + gen.max_sales as f32).ln();
     let feature = |name: &'static str, value: f32| {
         let weight = profile.weight(name);
@@ -116,6 +138,21 @@ pub fn rank(
             };
             features.push(feature("popularity", popularity));
             features.push(feature("rating", p.rating.unwrap_or(0.0) as f32 / 5.0));
+            let names = [
+                "brand_match",
+                "category_match",
+                "attribute_match",
+                "price_match",
+            ];
+            for (name, value) in
+                names
+                    .into_iter()
+                    .zip(intent::features(intents, p, cheap_rank(p.price)))
+            {
+                if let Some(v) = value {
+                    features.push(feature(name, v));
+                }
+            }
             let mut matched_by = Vec::new();
             if c.from_bm25 {
                 matched_by.push("bm25");

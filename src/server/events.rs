@@ -5,21 +5,37 @@ use serde_json::json;
 
 use super::{run_blocking, AppState};
 use crate::behavior;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::resource("/events")
-            .app_data(web::PayloadConfig::new(4 << 20))
-            .route(web::post().to(post_events)),
-    )
-    .route("/users/{id}/profile", web::get().to(profile))
-    .route("/users/{id}", web::delete().to(delete));
+    cfg.route("/events", web::post().to(post_events))
+        .route("/users/{id}/profile", web::get().to(profile))
+        .route("/users/{id}", web::delete().to(delete));
 }
 
+/// Largest request body, bytes (10,000 events with long ids fit).
+const MAX_BODY: usize = 16 << 20;
+
 /// One event, a JSON array or NDJSON. Answers once the events are durable.
-async fn post_events(state: web::Data<AppState>, body: web::Bytes) -> Result<HttpResponse> {
+async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+    let body = match payload.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => {
+            let e = Error::InvalidEvent {
+                index: None,
+                reason: format!("body larger than {} MiB: split it", MAX_BODY >> 20),
+            };
+            state.engine.metrics.count_error(e.code());
+            return Err(e);
+        }
+        Err(e) => {
+            return Err(Error::InvalidEvent {
+                index: None,
+                reason: format!("cannot read the body: {e}"),
+            })
+        }
+    };
     let engine = state.engine.clone();
     let (stored, expired) = run_blocking(&state, move || {
         let events = behavior::parse_batch(&body, behavior::now())?;

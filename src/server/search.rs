@@ -1,4 +1,5 @@
 //! `GET /search`: query string -> [`SearchRequest`] -> engine -> JSON.
+//! `GET /analyze?q=`: the query's normalized text, tokens and intents.
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -10,7 +11,8 @@ use crate::retrieve::Filters;
 
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/search", web::get().to(search));
+    cfg.route("/search", web::get().to(search))
+        .route("/analyze", web::get().to(analyze));
 }
 
 /// Query parameters, as text so each bad value gets an error naming its parameter.
@@ -124,5 +126,30 @@ async fn search(
         .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.search(&req)).await?;
+    Ok(HttpResponse::Ok().json(res))
+}
+
+/// `/analyze` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnalyzeParams {
+    q: Option<String>,
+}
+
+async fn analyze(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    params: web::Query<AnalyzeParams>,
+) -> Result<HttpResponse> {
+    let q = check_utf8(http.query_string())
+        .and_then(|_| {
+            params
+                .into_inner()
+                .q
+                .ok_or_else(|| Error::param("q", "missing: pass the query as ?q=..."))
+        })
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let engine = state.engine.clone();
+    let res = run_blocking(&state, move || engine.analyze(&q)).await?;
     Ok(HttpResponse::Ok().json(res))
 }

@@ -18,6 +18,7 @@ use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::Tokenizer;
 
+use shoprank::behavior::RedbStore;
 use shoprank::catalog::{self, Format, Product};
 use shoprank::encoder::{Encoder, EncoderConfig, Pooling};
 use shoprank::index::{self, BuildOptions, GenerationMeta};
@@ -62,12 +63,14 @@ pub fn build_index(
 ) -> GenerationMeta {
     let schema = schema();
     let user_dict = root().join("index_schema/userdict.txt");
+    let aliases = root().join("index_schema/brand_aliases.toml");
     let meta = index::build(
         data_dir,
         products,
         BuildOptions {
             schema: &schema,
             user_dict: Some(&user_dict),
+            brand_aliases: Some(&aliases),
             encoder,
             source: "fixtures/demo_catalog.jsonl".into(),
         },
@@ -87,6 +90,20 @@ pub fn demo_index(encoder: Option<&Encoder>) -> TempDir {
 /// An engine over `data_dir`, with or without an encoder.
 pub fn open_engine(data_dir: &Path, encoder: Option<Encoder>) -> Engine {
     Engine::open(data_dir, encoder, None).expect("engine opens")
+}
+
+/// Days of events kept, as `shoprank serve` keeps them by default.
+pub const RETENTION_DAYS: u64 = 365;
+
+/// An engine over `data_dir` without a model, with behavior tracking on the redb file
+/// `store` (created if missing), as `shoprank serve` opens it.
+pub fn open_engine_with_events(data_dir: &Path, store: &Path) -> Engine {
+    let mut engine = open_engine(data_dir, None);
+    let store = RedbStore::open(store).expect("event store opens");
+    engine
+        .attach_events(Box::new(store), RETENTION_DAYS)
+        .expect("event store attaches");
+    engine
 }
 
 /// A tiny BERT model folder written into a temp dir.
