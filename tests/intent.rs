@@ -55,14 +55,27 @@ fn price_predicted(p: &PriceIntent) -> String {
 fn labelled_queries_meet_the_precision_floors() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let schema = CatalogSchema::default();
-    let (products, _) = read_catalog(&root.join("fixtures/demo_catalog.jsonl"), Format::Jsonl, &schema)
-        .unwrap()
-        .accept(false)
-        .unwrap();
-    let model = IntentModel::new(&products, None, Some(&root.join("index_schema/brand_aliases.toml"))).unwrap();
+    let (products, _) = read_catalog(
+        &root.join("fixtures/demo_catalog.jsonl"),
+        Format::Jsonl,
+        &schema,
+    )
+    .unwrap()
+    .accept(false)
+    .unwrap();
+    let model = IntentModel::new(
+        &products,
+        None,
+        Some(&root.join("index_schema/brand_aliases.toml")),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(root.join("fixtures/intent_queries.jsonl")).unwrap();
-    let (mut brand, mut price, mut category, mut attributes) =
-        (Counts::default(), Counts::default(), Counts::default(), Counts::default());
+    let (mut brand, mut price, mut category, mut attributes) = (
+        Counts::default(),
+        Counts::default(),
+        Counts::default(),
+        Counts::default(),
+    );
     let mut misses = Vec::new();
     let mut n = 0;
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
@@ -71,10 +84,18 @@ fn labelled_queries_meet_the_precision_floors() {
         let q = label["q"].as_str().unwrap();
         let (intents, _) = model.analyze(q, None);
 
-        let got: BTreeSet<String> =
-            intents.brand.iter().filter(|b| b.confidence >= 0.5).map(|b| b.value.clone()).collect();
-        let want: BTreeSet<String> =
-            label["brand"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_string()).collect();
+        let got: BTreeSet<String> = intents
+            .brand
+            .iter()
+            .filter(|b| b.confidence >= 0.5)
+            .map(|b| b.value.clone())
+            .collect();
+        let want: BTreeSet<String> = label["brand"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.as_str().unwrap().to_string())
+            .collect();
         if got != want {
             misses.push(format!("brand {q}: got {got:?}, want {want:?}"));
         }
@@ -111,8 +132,12 @@ fn labelled_queries_meet_the_precision_floors() {
         }
 
         let got: BTreeSet<String> = intents.attributes.iter().cloned().collect();
-        let want: BTreeSet<String> =
-            label["attributes"].as_array().unwrap().iter().map(|a| a.as_str().unwrap().to_string()).collect();
+        let want: BTreeSet<String> = label["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
         if got != want {
             misses.push(format!("attributes {q}: got {got:?}, want {want:?}"));
         }
@@ -121,7 +146,12 @@ fn labelled_queries_meet_the_precision_floors() {
     for m in &misses {
         println!("{m}");
     }
-    for (name, c) in [("brand", &brand), ("price", &price), ("category", &category), ("attributes", &attributes)] {
+    for (name, c) in [
+        ("brand", &brand),
+        ("price", &price),
+        ("category", &category),
+        ("attributes", &attributes),
+    ] {
         println!(
             "{name:<10} precision {:.3} recall {:.3} (tp {} fp {} fn {})",
             c.precision(),
@@ -132,7 +162,16 @@ fn labelled_queries_meet_the_precision_floors() {
         );
     }
     assert!(n >= 150, "only {n} labelled queries");
-    assert!(brand.precision() >= 0.9 && price.precision() >= 0.9, "brand/price precision below 0.9");
-    assert!(brand.recall() >= 0.8 && price.recall() >= 0.8, "brand/price recall below 0.8");
-    assert!(category.precision() >= 0.7 && attributes.precision() >= 0.7, "category/attribute precision below 0.7");
+    assert!(
+        brand.precision() >= 0.9 && price.precision() >= 0.9,
+        "brand/price precision below 0.9"
+    );
+    assert!(
+        brand.recall() >= 0.8 && price.recall() >= 0.8,
+        "brand/price recall below 0.8"
+    );
+    assert!(
+        category.precision() >= 0.7 && attributes.precision() >= 0.7,
+        "category/attribute precision below 0.7"
+    );
 }

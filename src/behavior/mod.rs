@@ -207,8 +207,8 @@ pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
     } else {
         // One object (compact or pretty-printed) or NDJSON: a stream of JSON values.
         let mut out = Vec::new();
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-        while let Some(v) = stream.next() {
+        let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+        for v in stream {
             let v = v.map_err(|e| Error::InvalidEvent {
                 index: Some(out.len()),
                 reason: format!("malformed JSON at line {}: {e}", e.line()),
