@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::rank::{self, Explain, Profile, Profiles};
 use crate::retrieve::{self, Facets, Filters};
 use crate::settings::Settings;
+use crate::suggest::{Suggester, Suggestion};
 
 /// Longest query accepted, in characters.
 pub const MAX_QUERY_CHARS: usize = 256;
@@ -182,6 +183,7 @@ pub struct Health {
 /// The search engine over one data directory.
 pub struct Engine {
     data_dir: PathBuf,
+    suggester: Suggester,
     behavior: Option<Behavior>,
     generation: RwLock<Arc<Generation>>,
     encoder: Option<Arc<Encoder>>,
@@ -229,7 +231,9 @@ impl Engine {
             }
             None => tracing::info!("semantic ranking is on"),
         }
+        let suggester = load_suggester(data_dir, &generation)?;
         Ok(Engine {
+            suggester,
             data_dir: data_dir.to_path_buf(),
             behavior: None,
             generation: RwLock::new(Arc::new(generation)),
@@ -299,6 +303,22 @@ impl Engine {
             search_text,
             intents,
         })
+    }
+
+    /// Completions of a typed prefix (characters, pinyin or initials).
+    pub fn suggest(&self, prefix: &str, size: usize) -> Result<Vec<Suggestion>> {
+        if prefix.chars().count() > MAX_QUERY_CHARS {
+            return Err(Error::InvalidQuery(format!(
+                "the prefix is longer than {MAX_QUERY_CHARS} characters"
+            )));
+        }
+        if size == 0 || size > 50 {
+            return Err(Error::param(
+                "size",
+                format!("must be within 1..=50, got {size}"),
+            ));
+        }
+        Ok(self.suggester.suggest(prefix, size))
     }
 
     /// A product by id.
@@ -454,6 +474,9 @@ impl Engine {
         let vectors = self.event_vectors(&events);
         let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
         b.store.append(&events)?;
+        for e in events.iter().filter(|e| e.kind == EventType::Search) {
+            self.suggester.record(e.query.as_deref().unwrap_or(""));
+        }
         b.apply(&self.generation(), &events, &vectors);
         Ok((events.len(), total - events.len()))
     }
@@ -563,4 +586,29 @@ impl Behavior {
         let users = self.users.read().unwrap_or_else(|e| e.into_inner());
         users.get(user)?.context(behavior::now(), &self.config)
     }
+}
+
+/// Where `shoprank suggest --load` keeps the query log.
+pub fn suggest_log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("suggest").join("queries.txt")
+}
+
+/// The suggestion index: the loaded query log, plus the catalog's brands and category
+/// names (each weighted by its product count).
+fn load_suggester(data_dir: &Path, gen: &Generation) -> Result<Suggester> {
+    let log = suggest_log_path(data_dir);
+    let mut texts = if log.is_file() {
+        Suggester::read_log(&log)?
+    } else {
+        Vec::new()
+    };
+    for p in &gen.products {
+        if !p.brand.is_empty() {
+            texts.extend(p.brand.split('/').map(|b| (b.to_string(), 1.0)));
+        }
+        if let Some(leaf) = p.category.rsplit('/').next().filter(|l| !l.is_empty()) {
+            texts.push((leaf.to_string(), 1.0));
+        }
+    }
+    Ok(Suggester::new(texts))
 }

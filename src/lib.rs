@@ -26,6 +26,7 @@ pub mod retrieve;
 pub mod schema;
 pub mod server;
 pub mod settings;
+pub mod suggest;
 
 pub use engine::{Engine, SearchRequest, SearchResponse};
 pub use error::{Error, Result};

@@ -135,6 +135,18 @@ enum Command {
         /// The query.
         query: String,
     },
+    /// Suggestions: load a query log (`--load FILE`: `qid<TAB>query` or one query per
+    /// line), or complete a prefix.
+    Suggest {
+        /// The typed prefix (characters, pinyin or initials).
+        prefix: Option<String>,
+        /// Query log to load into the data directory.
+        #[arg(long)]
+        load: Option<PathBuf>,
+        /// How many.
+        #[arg(long, default_value_t = 10)]
+        size: usize,
+    },
     /// Behavior events.
     Events {
         #[command(subcommand)]
@@ -309,6 +321,31 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 serde_json::to_string_pretty(&engine.analyze(&query)?)?
             );
+            Ok(())
+        }
+        Command::Suggest { prefix, load, size } => {
+            if let Some(file) = load {
+                let queries = shoprank::suggest::Suggester::read_log(&file)?;
+                let path = shoprank::engine::suggest_log_path(&settings.data_dir);
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let text: String = queries.iter().map(|(q, _)| format!("{q}\n")).collect();
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!(
+                    "loaded {} queries from {} into {}",
+                    queries.len(),
+                    file.display(),
+                    path.display()
+                );
+            }
+            if let Some(prefix) = prefix {
+                let engine = open_engine(&settings)?;
+                for s in engine.suggest(&prefix, size)? {
+                    println!("{:>8.0}  {}", s.score, s.text);
+                }
+            }
             Ok(())
         }
         Command::Events {

@@ -12,7 +12,8 @@ use crate::retrieve::Filters;
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/search", web::get().to(search))
-        .route("/analyze", web::get().to(analyze));
+        .route("/analyze", web::get().to(analyze))
+        .route("/suggest", web::get().to(suggest));
 }
 
 /// Query parameters, as text so each bad value gets an error naming its parameter.
@@ -152,4 +153,29 @@ async fn analyze(
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.analyze(&q)).await?;
     Ok(HttpResponse::Ok().json(res))
+}
+
+/// `/suggest` parameters.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuggestParams {
+    q: Option<String>,
+    size: Option<String>,
+}
+
+async fn suggest(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    params: web::Query<SuggestParams>,
+) -> Result<HttpResponse> {
+    let p = params.into_inner();
+    let res = check_utf8(http.query_string())
+        .and_then(|_| {
+            let q =
+                p.q.ok_or_else(|| Error::param("q", "missing: pass the typed prefix as ?q=..."))?;
+            let size = parse("size", p.size, "a number")?.unwrap_or(10);
+            Ok((state.engine.suggest(&q, size)?, q))
+        })
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"query": res.1, "suggestions": res.0})))
 }

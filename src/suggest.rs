@@ -1,0 +1,271 @@
+//! Suggestions: a typed prefix (Chinese characters, full pinyin or pinyin initials) ->
+//! popular completions.
+//!
+//! Entries come from a query log (`shoprank suggest --load queries.tsv`: popularity = how
+//! often the normalized query occurs), the catalog's brands and category names, and
+//! search events as they arrive. Each entry is indexed under three keys, all normalized
+//! and without spaces: its text (`口红`), its full pinyin (`kouhong`) and its initials
+//! (`kh`). A lookup takes the sorted range of keys starting with the prefix, on all three
+//! lists, and returns the most popular entries. Polyphonic characters use their most
+//! common reading.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::RwLock;
+
+use pinyin::ToPinyin;
+use serde::Serialize;
+
+use crate::analysis::normalize;
+use crate::error::{Error, Result};
+
+/// One suggestion.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Suggestion {
+    /// The completed text.
+    pub text: String,
+    /// Popularity.
+    pub score: f64,
+}
+
+/// Full pinyin and initials of normalized text (non-Chinese characters kept as they are).
+pub fn pinyin_keys(text: &str) -> (String, String) {
+    let (mut full, mut initials) = (String::new(), String::new());
+    for (c, p) in text.chars().zip(text.to_pinyin()) {
+        match p {
+            Some(p) => {
+                full.push_str(p.plain());
+                initials.push_str(p.first_letter());
+            }
+            None if c.is_whitespace() => {}
+            None => {
+                full.push(c);
+                initials.push(c);
+            }
+        }
+    }
+    (full, initials)
+}
+
+#[derive(Default)]
+struct Index {
+    texts: Vec<String>,
+    scores: Vec<f64>,
+    /// (key, entry) sorted by key; one list per key kind.
+    keys: [Vec<(String, u32)>; 3],
+    by_text: HashMap<String, u32>,
+}
+
+impl Index {
+    fn build(counts: HashMap<String, f64>) -> Index {
+        let mut idx = Index::default();
+        for (text, score) in counts {
+            let i = idx.texts.len() as u32;
+            let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+            let (full, initials) = pinyin_keys(&text);
+            idx.keys[0].push((compact, i));
+            idx.keys[1].push((full, i));
+            idx.keys[2].push((initials, i));
+            idx.by_text.insert(text.clone(), i);
+            idx.texts.push(text);
+            idx.scores.push(score);
+        }
+        for k in &mut idx.keys {
+            k.sort_unstable();
+        }
+        idx
+    }
+}
+
+/// The suggestion index: a static part rebuilt on load, and boosts from live searches.
+#[derive(Default)]
+pub struct Suggester {
+    index: RwLock<Index>,
+    /// Live search counts (normalized query -> count), including queries not in the index.
+    live: RwLock<HashMap<String, f64>>,
+}
+
+/// Longest text kept as a suggestion, in characters.
+const MAX_CHARS: usize = 30;
+
+impl Suggester {
+    /// Builds from weighted texts (query log lines, brands, category names).
+    pub fn new(texts: impl IntoIterator<Item = (String, f64)>) -> Suggester {
+        let mut counts: HashMap<String, f64> = HashMap::new();
+        for (t, w) in texts {
+            let t = normalize(&t)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !t.is_empty() && t.chars().count() <= MAX_CHARS {
+                *counts.entry(t).or_default() += w;
+            }
+        }
+        Suggester {
+            index: RwLock::new(Index::build(counts)),
+            live: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Reads a query log: `qid<TAB>query` or one query per line.
+    pub fn read_log(path: &Path) -> Result<Vec<(String, f64)>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Ok(text
+            .lines()
+            .map(|l| l.split_once('\t').map_or(l, |(_, q)| q).trim())
+            .filter(|q| !q.is_empty())
+            .map(|q| (q.to_string(), 1.0))
+            .collect())
+    }
+
+    /// Counts a search (from a search event) towards the query's popularity.
+    pub fn record(&self, query: &str) {
+        let q = normalize(query)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ");
+        if !q.is_empty() && q.chars().count() <= MAX_CHARS {
+            *self
+                .live
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .entry(q)
+                .or_default() += 1.0;
+        }
+    }
+
+    /// Entries in the index.
+    pub fn len(&self) -> usize {
+        self.index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .texts
+            .len()
+    }
+
+    /// True when there is nothing to suggest from.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0 && self.live.read().map_or(true, |l| l.is_empty())
+    }
+
+    /// Up to `k` completions of `prefix`, most popular first.
+    pub fn suggest(&self, prefix: &str, k: usize) -> Vec<Suggestion> {
+        let p: String = normalize(prefix)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if p.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        // Typed characters match characters; Latin letters also match pinyin and initials
+        // (a Chinese prefix matched by sound would suggest homophones: `笔记` -> `毕节`).
+        let lists = if p.is_ascii() { 3 } else { 1 };
+        let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        let boost = |text: &String| {
+            if live.is_empty() {
+                0.0
+            } else {
+                live.get(text).copied().unwrap_or(0.0)
+            }
+        };
+        // Short prefixes match thousands of entries: keep the best 3k by a partial sort,
+        // enough to hold k distinct entries (one entry appears at most once per key list).
+        let mut found: Vec<(f64, u32)> = Vec::new();
+        for list in idx.keys.iter().take(lists) {
+            let start = list.partition_point(|(k, _)| k.as_str() < p.as_str());
+            for (_, i) in list[start..]
+                .iter()
+                .take_while(|(k, _)| k.starts_with(p.as_str()))
+            {
+                found.push((idx.scores[*i as usize] + boost(&idx.texts[*i as usize]), *i));
+            }
+        }
+        let keep = 3 * k;
+        if found.len() > keep {
+            found.select_nth_unstable_by(keep, |a, b| b.0.total_cmp(&a.0));
+            found.truncate(keep);
+        }
+        found.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        found.dedup_by_key(|x| x.1);
+        let mut out: Vec<Suggestion> = found
+            .into_iter()
+            .map(|(score, i)| Suggestion {
+                text: idx.texts[i as usize].clone(),
+                score,
+            })
+            .collect();
+        // Live queries not in the index (new since the last load), matched on their text.
+        for (text, &score) in live.iter() {
+            if !idx.by_text.contains_key(text) && text.replace(' ', "").starts_with(&p) {
+                out.push(Suggestion {
+                    text: text.clone(),
+                    score,
+                });
+            }
+        }
+        out.sort_by(|a, b| {
+            b.score
+                .total_cmp(&a.score)
+                .then_with(|| a.text.len().cmp(&b.text.len()))
+                .then_with(|| a.text.cmp(&b.text))
+        });
+        out.dedup_by(|a, b| a.text == b.text);
+        out.truncate(k);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn suggester() -> Suggester {
+        Suggester::new(
+            [
+                ("口红", 50.0),
+                ("口红 哑光", 20.0),
+                ("洗衣液", 30.0),
+                ("洗衣机", 10.0),
+                ("口罩", 5.0),
+                ("KH-1 零件", 1.0),
+                ("毕节", 99.0),
+            ]
+            .map(|(t, w)| (t.to_string(), w)),
+        )
+    }
+
+    fn texts(s: &Suggester, p: &str) -> Vec<String> {
+        s.suggest(p, 5).into_iter().map(|x| x.text).collect()
+    }
+
+    #[test]
+    fn completes_characters_pinyin_and_initials() {
+        let s = suggester();
+        assert_eq!(texts(&s, "口"), ["口红", "口红 哑光", "口罩"]);
+        assert_eq!(
+            texts(&s, "kh")[..2],
+            ["口红".to_string(), "口红 哑光".to_string()]
+        );
+        assert_eq!(texts(&s, "xiyi"), ["洗衣液", "洗衣机"]);
+        assert_eq!(texts(&s, "xyj"), ["洗衣机"]);
+        assert_eq!(texts(&s, "ＫＯＵ"), ["口红", "口红 哑光", "口罩"]);
+        assert!(texts(&s, "zzz").is_empty());
+        assert!(
+            texts(&s, "笔记").is_empty(),
+            "characters never match by sound"
+        );
+        assert_eq!(texts(&s, "bj"), ["毕节"]);
+        assert!(texts(&s, " ").is_empty());
+    }
+
+    #[test]
+    fn live_searches_raise_and_add_entries() {
+        let s = suggester();
+        for _ in 0..40 {
+            s.record("洗衣机");
+        }
+        s.record("洗衣凝珠");
+        assert_eq!(texts(&s, "洗衣"), ["洗衣机", "洗衣液", "洗衣凝珠"]);
+    }
+}
