@@ -7,16 +7,15 @@
 //! Needs `../shared/data`; uses `models/m3e-small` when present (run `models/fetch.sh`),
 //! which also turns on the `personal` (user vector) feature.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::{percentile, pool_engine, queries};
 use criterion::{BatchSize, Criterion, Throughput};
 use shoprank::behavior::{self, Event, EventType, RedbStore};
-use shoprank::catalog::{read_catalog, Format};
-use shoprank::engine::{load_encoder, Engine, SearchRequest};
-use shoprank::index::{build, BuildOptions};
-use shoprank::schema::CatalogSchema;
-use shoprank::settings::Settings;
+use shoprank::engine::{Engine, SearchRequest};
 
 /// The user whose profile personalizes the measured searches.
 const USER: &str = "bench-user";
@@ -25,51 +24,9 @@ const USER_EVENTS: usize = 500;
 /// Queries in the latency pass.
 const QUERIES: usize = 200;
 
-fn shared() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(
-        p.is_dir(),
-        "{} is missing: benches read the shared data set",
-        p.display()
-    );
-    p
-}
-
-fn settings() -> Settings {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    Settings {
-        manifest: root.join("models/manifest.toml"),
-        ..Settings::default()
-    }
-}
-
 /// The pool index in `dir`, an engine over it, and a redb event store attached.
 fn engine(dir: &Path) -> Engine {
-    let schema = CatalogSchema::default();
-    let report = read_catalog(
-        &shared().join("multicpr_ecom_pool/corpus.tsv"),
-        Format::Multicpr,
-        &schema,
-    )
-    .unwrap();
-    let (products, _) = report.accept(false).unwrap();
-    let encoder = load_encoder(&settings()).ok();
-    if encoder.is_none() {
-        eprintln!("note: no model found; measuring BM25-only search without the user vector");
-    }
-    build(
-        dir,
-        products,
-        BuildOptions {
-            schema: &schema,
-            user_dict: None,
-            brand_aliases: None,
-            encoder: encoder.as_ref(),
-            source: "pool".into(),
-        },
-    )
-    .unwrap();
-    let mut engine = Engine::open(dir, load_encoder(&settings()).ok(), None).unwrap();
+    let mut engine = pool_engine(dir);
     let store = RedbStore::open(&dir.join("events").join("events.redb")).unwrap();
     assert_eq!(engine.attach_events(Box::new(store), 365).unwrap(), 0);
     engine
@@ -107,16 +64,6 @@ fn product_event(rng: &mut Rng, user: String, ids: &[String], now: i64) -> Event
     e
 }
 
-fn queries(n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(shared().join("multicpr_ecom/queries.tsv")).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(_, q)| q.trim().to_string())
-        .filter(|q| !q.is_empty())
-        .take(n)
-        .collect()
-}
-
 /// One search; asserts the answer is sane and personalized exactly when there is a user.
 /// Returns the number of results.
 fn search(engine: &Engine, query: &str, user: Option<&str>) -> usize {
@@ -127,11 +74,6 @@ fn search(engine: &Engine, query: &str, user: Option<&str>) -> usize {
     assert!(res.hits.windows(2).all(|w| w[0].score >= w[1].score));
     assert_eq!(res.hits.len(), res.total.min(10));
     res.total
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
 }
 
 fn main() {

@@ -4,29 +4,13 @@
 //!
 //! Needs `../shared/data`; encodes with `models/m3e-small` when present.
 
-use std::path::Path;
+mod common;
+
 use std::time::Instant;
 
-use shoprank::catalog::{read_catalog, Format};
-use shoprank::engine::load_encoder;
-use shoprank::index::{build, BuildOptions};
-use shoprank::schema::CatalogSchema;
-use shoprank::settings::Settings;
+use shoprank::catalog::Format;
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/data");
-    assert!(
-        shared.is_dir(),
-        "{} is missing: benches read the shared data set",
-        shared.display()
-    );
-    let settings = Settings {
-        manifest: root.join("models/manifest.toml"),
-        ..Settings::default()
-    };
-    let encoder = load_encoder(&settings).ok();
-    let schema = CatalogSchema::default();
     for (name, file, format) in [
         (
             "multicpr_pool",
@@ -40,24 +24,12 @@ fn main() {
         ),
     ] {
         let started = Instant::now();
-        let report = read_catalog(&shared.join(file), format, &schema).unwrap();
-        let (products, _) = report.accept(false).unwrap();
-        let n = products.len();
         let dir = tempfile::tempdir().unwrap();
-        let meta = build(
-            dir.path(),
-            products,
-            BuildOptions {
-                schema: &schema,
-                user_dict: None,
-                brand_aliases: None,
-                encoder: encoder.as_ref(),
-                source: name.into(),
-            },
-        )
-        .unwrap();
-        assert_eq!(meta.products, n);
+        let meta = common::build_shared(dir.path(), file, format);
+        // Reading, validating, indexing and encoding all count.
         let secs = started.elapsed().as_secs_f64();
+        let n = meta.products;
+        assert!(n > 2000, "{name}: only {n} products");
         println!(
             "index {name}: {n} products in {secs:.1}s = {:.0} products/s (encoding {:.1}s = {:.0} products/s, model {})",
             n as f64 / secs,

@@ -5,71 +5,13 @@
 //!
 //! Needs `../shared/data`; uses `models/m3e-small` when present (run `models/fetch.sh`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::{percentile, pool_engine, queries};
 use criterion::Criterion;
-use shoprank::catalog::{read_catalog, Format};
-use shoprank::engine::{load_encoder, Engine, SearchRequest};
-use shoprank::index::{build, BuildOptions};
-use shoprank::schema::CatalogSchema;
-use shoprank::settings::Settings;
-
-fn shared() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data");
-    assert!(
-        p.is_dir(),
-        "{} is missing: benches read the shared data set",
-        p.display()
-    );
-    p
-}
-
-fn settings() -> Settings {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    Settings {
-        manifest: root.join("models/manifest.toml"),
-        ..Settings::default()
-    }
-}
-
-fn engine(dir: &Path) -> Engine {
-    let schema = CatalogSchema::default();
-    let report = read_catalog(
-        &shared().join("multicpr_ecom_pool/corpus.tsv"),
-        Format::Multicpr,
-        &schema,
-    )
-    .unwrap();
-    let (products, _) = report.accept(false).unwrap();
-    let encoder = load_encoder(&settings()).ok();
-    if encoder.is_none() {
-        eprintln!("note: no model found; measuring BM25-only search");
-    }
-    build(
-        dir,
-        products,
-        BuildOptions {
-            schema: &schema,
-            user_dict: None,
-            brand_aliases: None,
-            encoder: encoder.as_ref(),
-            source: "pool".into(),
-        },
-    )
-    .unwrap();
-    Engine::open(dir, load_encoder(&settings()).ok(), None).unwrap()
-}
-
-fn queries(n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(shared().join("multicpr_ecom/queries.tsv")).unwrap();
-    text.lines()
-        .filter_map(|l| l.split_once('\t'))
-        .map(|(_, q)| q.trim().to_string())
-        .filter(|q| !q.is_empty())
-        .take(n)
-        .collect()
-}
+use shoprank::engine::{Engine, SearchRequest};
 
 fn search(engine: &Engine, query: &str, profile: &str) -> usize {
     let mut req = SearchRequest::new(query);
@@ -81,14 +23,9 @@ fn search(engine: &Engine, query: &str, profile: &str) -> usize {
     res.total
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1000.0
-}
-
 fn main() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = engine(dir.path());
+    let engine = pool_engine(dir.path());
     let queries = queries(1000);
     let semantic = engine.health().semantic;
     for profile in ["default", "bm25"] {
