@@ -12,15 +12,17 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::analysis::Analysis;
 use crate::behavior::profile::PersonalContext;
 use crate::behavior::{self, Event, EventStore, EventType, Personalization, UserProfile};
 use crate::catalog::Product;
 use crate::encoder::{device, Encoder, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::index::{self, Generation};
-use crate::intent::{Intents, PriceIntent, QueryAnalysis};
+use crate::intent::{IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
 use crate::metrics::Metrics;
 use crate::rank::{self, Explain, Profile, Profiles};
+use crate::retrieve::QueryWords;
 use crate::retrieve::{self, Facets, Filters};
 use crate::settings::Settings;
 use crate::suggest::{Suggester, Suggestion};
@@ -106,6 +108,8 @@ pub struct SearchResponse {
     pub query: String,
     /// The query after normalization and tokenization.
     pub tokens: Vec<String>,
+    /// Words added by synonyms (searched at a lower weight).
+    pub synonyms: Vec<String>,
     /// Number of ranked results (the candidate set after filters).
     pub total: usize,
     /// Page number.
@@ -183,6 +187,8 @@ pub struct Health {
 /// The search engine over one data directory.
 pub struct Engine {
     data_dir: PathBuf,
+    text: RwLock<TextResources>,
+    sources: Option<TextSources>,
     suggester: Suggester,
     behavior: Option<Behavior>,
     generation: RwLock<Arc<Generation>>,
@@ -234,6 +240,8 @@ impl Engine {
         let suggester = load_suggester(data_dir, &generation)?;
         Ok(Engine {
             suggester,
+            text: RwLock::new(TextResources::default()),
+            sources: None,
             data_dir: data_dir.to_path_buf(),
             behavior: None,
             generation: RwLock::new(Arc::new(generation)),
@@ -286,23 +294,123 @@ impl Engine {
         let req = SearchRequest::new(query);
         let query = validate(&req)?;
         let gen = self.generation();
-        let (_, cut) = gen.intents.analyze(query, None);
-        let search_text = if cut.is_empty() {
-            query.to_string()
-        } else {
-            cut
-        };
+        let search_text = self.search_text(&gen, query);
         let vector = match &self.encoder {
             Some(e) => Some(e.encode_query(&search_text)?),
             None => None,
         };
-        let (intents, _) = gen.intents.analyze(query, vector.as_deref());
+        let (words, intents) = self.understand(&gen, query, &search_text, vector.as_deref());
         Ok(QueryAnalysis {
             normalized: crate::analysis::normalize(query),
-            tokens: gen.analysis.query_words(&search_text),
+            tokens: words.words,
+            synonyms: words.synonyms,
             search_text,
             intents,
         })
+    }
+
+    /// The text that is searched: the query without its price expression (unless nothing
+    /// else is left).
+    fn search_text(&self, gen: &Generation, query: &str) -> String {
+        let (_, cut) = self.intent_model(gen).analyze(query, None);
+        if cut.is_empty() {
+            query.to_string()
+        } else {
+            cut
+        }
+    }
+
+    /// BM25 words (with synonym expansions) and intents, categories blended with what
+    /// shoppers clicked after this query.
+    fn understand(
+        &self,
+        gen: &Generation,
+        query: &str,
+        search_text: &str,
+        vector: Option<&[f32]>,
+    ) -> (QueryWords, Intents) {
+        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
+        let analysis = text.analysis.as_ref().unwrap_or(&gen.analysis);
+        let words = analysis.query_words(search_text);
+        let mut synonyms = Vec::new();
+        for phrase in text
+            .synonyms
+            .expand(&crate::analysis::normalize(search_text))
+        {
+            for w in analysis.query_words(&phrase) {
+                if !words.contains(&w) && !synonyms.contains(&w) {
+                    synonyms.push(w);
+                }
+            }
+        }
+        let model = text.intents.as_deref().unwrap_or(&gen.intents);
+        let (mut intents, _) = model.analyze(query, vector);
+        if let Some(b) = &self.behavior {
+            let clicks = b.click_categories(&crate::analysis::normalize(search_text));
+            intents.category =
+                crate::intent::blend_categories(std::mem::take(&mut intents.category), &clicks);
+        }
+        (QueryWords { words, synonyms }, intents)
+    }
+
+    fn intent_model<'a>(&self, gen: &'a Generation) -> IntentRef<'a> {
+        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
+        match &text.intents {
+            Some(m) => IntentRef::Reloaded(m.clone()),
+            None => IntentRef::Generation(&gen.intents),
+        }
+    }
+
+    /// Where the dictionary, synonyms and aliases come from, for [`Engine::reload_text`];
+    /// loads the synonyms now.
+    pub fn set_text_sources(&mut self, sources: TextSources) -> Result<()> {
+        let synonyms = match &sources.synonyms {
+            Some(p) if p.is_file() => Synonyms::load(p)?,
+            _ => Synonyms::default(),
+        };
+        self.text
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .synonyms = synonyms;
+        self.sources = Some(sources);
+        Ok(())
+    }
+
+    /// Re-reads the synonyms, the user dictionary (query side) and the brand aliases without
+    /// a restart. All or nothing: on any error the old ones stay live.
+    pub fn reload_text(&self) -> Result<serde_json::Value> {
+        let sources = self
+            .sources
+            .as_ref()
+            .ok_or_else(|| Error::Config("no text sources configured for this engine".into()))?;
+        let gen = self.generation();
+        let synonyms = match &sources.synonyms {
+            Some(p) if p.is_file() => Synonyms::load(p)?,
+            _ => Synonyms::default(),
+        };
+        let brands: Vec<&str> = gen
+            .products
+            .iter()
+            .map(|p| p.brand.as_str())
+            .filter(|b| !b.is_empty())
+            .collect();
+        let user_dict = sources.user_dict.as_deref().filter(|p| p.is_file());
+        let analysis = Analysis::load(user_dict, brands.iter().copied())?;
+        let aliases = sources.brand_aliases.as_deref().filter(|p| p.is_file());
+        let intents = IntentModel::new(&gen.products, gen.vectors.as_ref(), aliases)?;
+        let count = synonyms.len();
+        *self.text.write().unwrap_or_else(|e| e.into_inner()) = TextResources {
+            synonyms,
+            analysis: Some(analysis),
+            intents: Some(Arc::new(intents)),
+        };
+        tracing::info!(
+            synonyms = count,
+            "reloaded synonyms, user dictionary and brand aliases"
+        );
+        Ok(
+            serde_json::json!({"synonym_phrases": count, "user_dict": user_dict, "brand_aliases": aliases}),
+        )
     }
 
     /// Completions of a typed prefix (characters, pinyin or initials).
@@ -340,14 +448,7 @@ impl Engine {
         let mut timings = Timings::default();
 
         let t = Instant::now();
-        let (_, cut) = gen.intents.analyze(query, None);
-        // The price expression is left out of the searched text, unless nothing else is left.
-        let search_text = if cut.is_empty() {
-            query.to_string()
-        } else {
-            cut
-        };
-        let tokens = gen.analysis.query_words(&search_text);
+        let search_text = self.search_text(&gen, query);
         timings.analyze = self.stage("analyze", t);
 
         let t = Instant::now();
@@ -359,7 +460,7 @@ impl Engine {
         timings.encode = self.stage("encode", t);
 
         let t = Instant::now();
-        let (intents, _) = gen.intents.analyze(query, query_vector.as_deref());
+        let (words, intents) = self.understand(&gen, query, &search_text, query_vector.as_deref());
         let mut filters = req.filters.clone();
         // An explicit price bound in the query filters, unless the request sets prices itself.
         if let (Some(PriceIntent::Range { min, max }), None, None) =
@@ -370,7 +471,7 @@ impl Engine {
         }
         let candidates = retrieve::candidates(
             &gen,
-            &search_text,
+            &words,
             query_vector.as_deref(),
             &filters,
             &profile.boosts,
@@ -408,7 +509,8 @@ impl Engine {
 
         Ok(SearchResponse {
             query: req.query.clone(),
-            tokens,
+            tokens: words.words,
+            synonyms: words.synonyms,
             total: ranked.len(),
             page: req.page,
             size: req.size,
@@ -448,6 +550,8 @@ impl Engine {
             store,
             users: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
+            query_clicks: RwLock::new(HashMap::new()),
+            last_search: Mutex::new(HashMap::new()),
             config,
             retention_secs,
         };
@@ -559,12 +663,19 @@ struct Behavior {
     writer: Mutex<()>,
     config: Personalization,
     retention_secs: Option<i64>,
+    /// Normalized query -> category -> weight of products clicked (or carted, ...) within
+    /// 30 minutes after a search for it by the same user.
+    query_clicks: RwLock<HashMap<String, HashMap<String, f32>>>,
+    /// User -> their last search (normalized query, time).
+    last_search: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl Behavior {
     /// Applies stored events to the profiles; `query_vectors[i]` belongs to `events[i]`.
     fn apply(&self, gen: &Generation, events: &[Event], query_vectors: &[Option<Vec<f32>>]) {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
+        let mut last_search = self.last_search.lock().unwrap_or_else(|e| e.into_inner());
+        let mut clicks = self.query_clicks.write().unwrap_or_else(|e| e.into_inner());
         for (e, qv) in events.iter().zip(query_vectors) {
             let ord = e
                 .product_id
@@ -579,7 +690,44 @@ impl Behavior {
                 .entry(e.user_id.clone())
                 .or_insert_with(|| UserProfile::new(&e.user_id, &self.config))
                 .apply(e, &self.config, vector, product);
+            // What was clicked after a search tells what the query's category is.
+            match (e.kind, product) {
+                (EventType::Search, _) => {
+                    let q = crate::analysis::normalize(e.query.as_deref().unwrap_or(""));
+                    last_search.insert(e.user_id.clone(), (q, e.ts));
+                }
+                (EventType::View, _) | (_, None) => {}
+                (kind, Some(p)) if !p.category.is_empty() => {
+                    if let Some((q, ts)) = last_search.get(&e.user_id) {
+                        if (0..=1800).contains(&(e.ts - ts)) {
+                            let w = self
+                                .config
+                                .type_weights
+                                .get(kind.name())
+                                .copied()
+                                .unwrap_or(1.0);
+                            *clicks
+                                .entry(q.clone())
+                                .or_default()
+                                .entry(p.category.clone())
+                                .or_default() += w;
+                        }
+                    }
+                }
+                _ => {}
+            }
         }
+    }
+
+    /// Categories clicked after searching `query` (normalized), with their weights.
+    fn click_categories(&self, query: &str) -> Vec<(String, f32)> {
+        let clicks = self.query_clicks.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, f32)> = clicks
+            .get(query)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        out
     }
 
     fn context(&self, user: &str) -> Option<PersonalContext> {
@@ -611,4 +759,40 @@ fn load_suggester(data_dir: &Path, gen: &Generation) -> Result<Suggester> {
         }
     }
     Ok(Suggester::new(texts))
+}
+
+/// Files behind the query-time text resources.
+#[derive(Debug, Clone, Default)]
+pub struct TextSources {
+    /// jieba user dictionary.
+    pub user_dict: Option<PathBuf>,
+    /// Synonym file.
+    pub synonyms: Option<PathBuf>,
+    /// Brand alias file.
+    pub brand_aliases: Option<PathBuf>,
+}
+
+/// Query-time resources; `None` parts fall back to the generation's own.
+#[derive(Default)]
+struct TextResources {
+    synonyms: Synonyms,
+    analysis: Option<Analysis>,
+    intents: Option<Arc<IntentModel>>,
+}
+
+/// The intent model in use: the generation's, or one reloaded since.
+enum IntentRef<'a> {
+    Generation(&'a IntentModel),
+    Reloaded(Arc<IntentModel>),
+}
+
+impl std::ops::Deref for IntentRef<'_> {
+    type Target = IntentModel;
+
+    fn deref(&self) -> &IntentModel {
+        match self {
+            IntentRef::Generation(m) => m,
+            IntentRef::Reloaded(m) => m,
+        }
+    }
 }

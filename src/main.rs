@@ -450,7 +450,13 @@ fn open_engine(settings: &Settings) -> anyhow::Result<Engine> {
         Ok(e) => (Some(e), None),
         Err(reason) => (None, Some(reason)),
     };
-    Ok(Engine::open(&settings.data_dir, encoder, note)?)
+    let mut engine = Engine::open(&settings.data_dir, encoder, note)?;
+    engine.set_text_sources(shoprank::engine::TextSources {
+        user_dict: Some(settings.user_dict.clone()),
+        synonyms: Some(settings.synonyms.clone()),
+        brand_aliases: Some(settings.brand_aliases.clone()),
+    })?;
+    Ok(engine)
 }
 
 fn attach_events(engine: &mut Engine, settings: &Settings) -> anyhow::Result<()> {

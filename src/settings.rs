@@ -24,6 +24,8 @@ pub struct Settings {
     pub user_dict: PathBuf,
     /// Brand alias file for query understanding.
     pub brand_aliases: PathBuf,
+    /// Query-time synonym file.
+    pub synonyms: PathBuf,
     /// Encoder device.
     pub device: DeviceKind,
     /// HTTP listen address.
@@ -45,6 +47,7 @@ impl Default for Settings {
             schema: PathBuf::from("index_schema/products.toml"),
             user_dict: PathBuf::from("index_schema/userdict.txt"),
             brand_aliases: PathBuf::from("index_schema/brand_aliases.toml"),
+            synonyms: PathBuf::from("index_schema/synonyms.txt"),
             device: DeviceKind::Cpu,
             addr: "127.0.0.1:8080".into(),
             workers: 2,
@@ -81,6 +84,9 @@ impl Settings {
         }
         if let Some(v) = var("SCHEMA") {
             s.schema = v.into();
+        }
+        if let Some(v) = var("SYNONYMS") {
+            s.synonyms = v.into();
         }
         if let Some(v) = var("BRAND_ALIASES") {
             s.brand_aliases = v.into();

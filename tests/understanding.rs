@@ -162,3 +162,130 @@ async fn suggest_completes_characters_pinyin_and_initials() {
         (StatusCode::BAD_REQUEST, Some("invalid_query"))
     );
 }
+
+async fn call(engine: &Arc<shoprank::Engine>, req: test::TestRequest) -> (StatusCode, Value) {
+    let svc = test::init_service(app(AppState::new(engine.clone(), 64))).await;
+    let res = test::call_service(&svc, req.to_request()).await;
+    let status = res.status();
+    let body: Value = serde_json::from_slice(&test::read_body(res).await).expect("JSON body");
+    (status, body)
+}
+
+fn titles(body: &Value) -> Vec<String> {
+    body["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["title"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[actix_web::test]
+async fn synonyms_expand_queries_and_reload_without_a_restart() {
+    let data = common::demo_index(None);
+    let dir = tempfile::tempdir().unwrap();
+    let synonyms = dir.path().join("synonyms.txt");
+    std::fs::write(&synonyms, "手机壳, 保护壳\n").unwrap();
+    let mut engine = common::open_engine(data.path(), None);
+    engine
+        .set_text_sources(shoprank::engine::TextSources {
+            synonyms: Some(synonyms.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+    let e = Arc::new(engine);
+    let (_, body) = get(
+        &e,
+        &format!("/search?q={}&size=20", common::urlencode("保护壳")),
+    )
+    .await;
+    assert!(
+        body["synonyms"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("手机壳")),
+        "{body}"
+    );
+    assert!(titles(&body).iter().any(|t| t.contains("手机壳")), "{body}");
+
+    // A new rule is live after the reload call, without a restart or reindex.
+    let (_, before) = get(
+        &e,
+        &format!("/search?q={}&size=20", common::urlencode("零嘴")),
+    )
+    .await;
+    assert!(before["synonyms"].as_array().unwrap().is_empty());
+    std::fs::write(&synonyms, "手机壳, 保护壳\n零嘴 => 零食, 坚果\n").unwrap();
+    let (status, report) = call(&e, test::TestRequest::post().uri("/admin/reload")).await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let (_, after) = get(
+        &e,
+        &format!("/search?q={}&size=20", common::urlencode("零嘴")),
+    )
+    .await;
+    assert!(
+        after["synonyms"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("零食")),
+        "{after}"
+    );
+    assert!(after["total"].as_u64().unwrap() > before["total"].as_u64().unwrap());
+
+    // A broken file is refused and the rules in force stay live.
+    std::fs::write(&synonyms, "只有一个词\n").unwrap();
+    let (status, body) = call(&e, test::TestRequest::post().uri("/admin/reload")).await;
+    assert!(
+        status.is_server_error() || status.is_client_error(),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("synonyms.txt:1"),
+        "{body}"
+    );
+    let (_, still) = get(
+        &e,
+        &format!("/search?q={}&size=20", common::urlencode("零嘴")),
+    )
+    .await;
+    assert_eq!(still["synonyms"], after["synonyms"]);
+}
+
+#[actix_web::test]
+async fn clicks_after_a_query_shift_its_category() {
+    let data = common::demo_index(None);
+    let store = data.path().join("events.redb");
+    let e = Arc::new(common::open_engine_with_events(data.path(), &store));
+    let q = common::urlencode("笔记本");
+    let (_, before) = get(&e, &format!("/analyze?q={q}")).await;
+    assert_eq!(
+        before["intents"]["category"][0]["value"], "文具/本册/笔记本",
+        "{before}"
+    );
+    let laptops: Vec<String> = common::demo_products()
+        .into_iter()
+        .filter(|p| p.category == "数码/电脑/笔记本电脑")
+        .map(|p| p.id)
+        .collect();
+    let now = shoprank::behavior::now();
+    let mut events = Vec::new();
+    for (i, id) in laptops.iter().cycle().take(12).enumerate() {
+        let user = format!("u{i}");
+        events.push(serde_json::json!({"user_id": user, "type": "search", "query": "笔记本", "ts": now - 100}));
+        events.push(
+            serde_json::json!({"user_id": user, "type": "click", "product_id": id, "ts": now - 50}),
+        );
+    }
+    let body = serde_json::to_vec(&events).unwrap();
+    let (status, res) = call(
+        &e,
+        test::TestRequest::post().uri("/events").set_payload(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{res}");
+    let (_, after) = get(&e, &format!("/analyze?q={q}")).await;
+    assert_eq!(
+        after["intents"]["category"][0]["value"], "数码/电脑/笔记本电脑",
+        "{after}"
+    );
+}

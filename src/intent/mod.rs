@@ -14,6 +14,7 @@
 
 pub mod brand;
 pub mod price;
+pub mod synonyms;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,6 +25,7 @@ use serde::Serialize;
 
 pub use brand::{BrandIntent, BrandMatcher};
 pub use price::PriceIntent;
+pub use synonyms::Synonyms;
 
 use crate::analysis::normalize;
 use crate::catalog::Product;
@@ -63,6 +65,8 @@ pub struct QueryAnalysis {
     pub search_text: String,
     /// Query-side jieba tokens of the searched text.
     pub tokens: Vec<String>,
+    /// Words added by synonyms.
+    pub synonyms: Vec<String>,
     /// Detected intents.
     pub intents: Intents,
 }
@@ -327,4 +331,59 @@ pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Opt
         _ => None,
     };
     [brand, category, attributes, price]
+}
+
+/// Blends a category distribution with the categories shoppers clicked after the same
+/// query: `(1 - λ) × detected + λ × clicked share`, `λ = n / (n + 5)` for `n` click weight,
+/// so a few clicks nudge and many clicks dominate. Keeps the best 3 above 0.05.
+pub fn blend_categories(
+    detected: Vec<CategoryIntent>,
+    clicks: &[(String, f32)],
+) -> Vec<CategoryIntent> {
+    let n: f32 = clicks.iter().map(|(_, w)| w).sum();
+    if n <= 0.0 {
+        return detected;
+    }
+    let lambda = n / (n + 5.0);
+    let mut mixed: Vec<CategoryIntent> = Vec::new();
+    let mut add = |value: &str, p: f32| match mixed.iter_mut().find(|c| c.value == value) {
+        Some(c) => c.confidence += p,
+        None => mixed.push(CategoryIntent {
+            value: value.to_string(),
+            confidence: p,
+        }),
+    };
+    for c in &detected {
+        add(&c.value, (1.0 - lambda) * c.confidence);
+    }
+    for (value, w) in clicks {
+        add(value, lambda * w / n);
+    }
+    mixed.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then_with(|| a.value.cmp(&b.value))
+    });
+    mixed.retain(|c| c.confidence >= 0.05);
+    mixed.truncate(3);
+    mixed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clicks_nudge_then_dominate_the_category() {
+        let detected = vec![CategoryIntent {
+            value: "文具/本册/笔记本".into(),
+            confidence: 1.0,
+        }];
+        let few = blend_categories(detected.clone(), &[("数码/电脑/笔记本电脑".into(), 2.0)]);
+        assert_eq!(few[0].value, "文具/本册/笔记本");
+        let many = blend_categories(detected.clone(), &[("数码/电脑/笔记本电脑".into(), 40.0)]);
+        assert_eq!(many[0].value, "数码/电脑/笔记本电脑");
+        assert!((many.iter().map(|c| c.confidence).sum::<f32>() - 1.0).abs() < 1e-5);
+        assert_eq!(blend_categories(detected.clone(), &[]), detected);
+    }
 }

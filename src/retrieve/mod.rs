@@ -20,7 +20,7 @@ use tantivy::query::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
 
-use crate::analysis::{normalize, Side};
+use crate::analysis::normalize;
 use crate::catalog::Product;
 use crate::error::{Error, Result};
 use crate::index::{category_facet, Generation};
@@ -146,13 +146,26 @@ pub struct Candidate {
     pub from_vector: bool,
 }
 
+/// BM25 weight of a synonym's words relative to the query's own words.
+pub const SYNONYM_WEIGHT: f32 = 0.5;
+
+/// The analyzed query as BM25 sees it (query-side analyzer words; both sides of the index
+/// cut the same way today, see `analysis::chinese`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueryWords {
+    /// The query's own words.
+    pub words: Vec<String>,
+    /// Words of synonym expansions, weighted [`SYNONYM_WEIGHT`].
+    pub synonyms: Vec<String>,
+}
+
 /// Per-field boosts for BM25.
 pub type Boosts = BTreeMap<String, f32>;
 
 /// Hybrid retrieval of up to `bm25_k + vector_k` candidates.
 pub fn candidates(
     gen: &Generation,
-    query: &str,
+    words: &QueryWords,
     query_vector: Option<&[f32]>,
     filters: &Filters,
     boosts: &Boosts,
@@ -160,7 +173,7 @@ pub fn candidates(
     vector_k: usize,
 ) -> Result<Vec<Candidate>> {
     let searcher = gen.reader.searcher();
-    let text_query = text_query(gen, query, boosts);
+    let text_query = text_query(gen, words, boosts);
     let filter_queries = filters.queries(gen);
     let mut found: HashMap<u32, Candidate> = HashMap::new();
     if let (Some(q), true) = (&text_query, bm25_k > 0) {
@@ -227,9 +240,8 @@ pub fn candidates(
 
 /// One boosted disjunction of the query's words per searchable field; `None` when the
 /// query has no searchable word.
-fn text_query(gen: &Generation, query: &str, boosts: &Boosts) -> Option<Box<dyn Query>> {
-    let words = gen.analysis.query_words(query);
-    if words.is_empty() {
+fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<Box<dyn Query>> {
+    if words.words.is_empty() && words.synonyms.is_empty() {
         return None;
     }
     let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -238,31 +250,27 @@ fn text_query(gen: &Generation, query: &str, boosts: &Boosts) -> Option<Box<dyn 
         if boost <= 0.0 {
             continue;
         }
-        // Query-side analysis per field, so a field may name its own analyzer.
-        let side = if spec.query_analyzer == crate::analysis::INDEX_ANALYZER {
-            Side::Index
-        } else {
-            Side::Query
+        let term = |w: &String, weight: f32| -> (Occur, Box<dyn Query>) {
+            let q = TermQuery::new(
+                Term::from_field_text(*field, w),
+                IndexRecordOption::WithFreqs,
+            );
+            (
+                Occur::Should,
+                Box::new(BoostQuery::new(Box::new(q), weight)),
+            )
         };
-        let field_words: Vec<String> = if side == Side::Query {
-            words.clone()
-        } else {
-            gen.analysis
-                .tokenizer(side)
-                .tokens(query)
-                .into_iter()
-                .map(|t| t.text)
-                .collect()
-        };
-        let terms: Vec<(Occur, Box<dyn Query>)> = field_words
+        let terms: Vec<(Occur, Box<dyn Query>)> = words
+            .words
             .iter()
-            .map(|w| {
-                let q: Box<dyn Query> = Box::new(TermQuery::new(
-                    Term::from_field_text(*field, w),
-                    IndexRecordOption::WithFreqs,
-                ));
-                (Occur::Should, q)
-            })
+            .map(|w| term(w, 1.0))
+            .chain(
+                words
+                    .synonyms
+                    .iter()
+                    .filter(|w| !words.words.contains(w))
+                    .map(|w| term(w, SYNONYM_WEIGHT)),
+            )
             .collect();
         let q: Box<dyn Query> = Box::new(BooleanQuery::new(terms));
         per_field.push((Occur::Should, Box::new(BoostQuery::new(q, boost))));

@@ -1,4 +1,4 @@
-//! `GET /products/{id}`, `GET /health`, `GET /metrics`.
+//! `GET /products/{id}`, `GET /health`, `GET /metrics`, `POST /admin/reload`.
 
 use actix_web::{web, HttpResponse};
 
@@ -9,7 +9,8 @@ use crate::error::Result;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/products/{id}", web::get().to(product))
         .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics));
+        .route("/metrics", web::get().to(metrics))
+        .route("/admin/reload", web::post().to(reload));
 }
 
 async fn product(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
@@ -18,6 +19,13 @@ async fn product(state: web::Data<AppState>, id: web::Path<String>) -> Result<Ht
         .product(&id)
         .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
     Ok(HttpResponse::Ok().json(p))
+}
+
+/// Re-reads synonyms, the user dictionary (query side) and brand aliases.
+async fn reload(state: web::Data<AppState>) -> Result<HttpResponse> {
+    let engine = state.engine.clone();
+    let report = super::run_blocking(&state, move || engine.reload_text()).await?;
+    Ok(HttpResponse::Ok().json(report))
 }
 
 async fn health(state: web::Data<AppState>) -> HttpResponse {
