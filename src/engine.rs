@@ -567,6 +567,13 @@ impl Engine {
     /// as older than the retention window).
     pub fn record_events(&self, events: Vec<Event>) -> Result<(usize, usize)> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let now = behavior::now();
+        for (i, e) in events.iter().enumerate() {
+            e.validate(now).map_err(|reason| Error::InvalidEvent {
+                index: Some(i),
+                reason,
+            })?;
+        }
         let total = events.len();
         let events: Vec<Event> = match b.retention_secs {
             Some(r) => events

@@ -406,3 +406,34 @@ fn cli_skip_invalid_publishes_the_valid_records_and_writes_the_errors() {
     let res = engine.search(&SearchRequest::new("中性笔")).unwrap();
     assert_eq!(res.hits.first().map(|h| h.id.as_str()), Some("bad-011"));
 }
+
+/// Two builds in one data directory never run at once: the second is refused while the
+/// first holds the build lock, and nothing of the live generation changes.
+#[test]
+fn a_second_concurrent_build_is_refused() {
+    let data = common::demo_index(None);
+    let current = std::fs::read_to_string(data.path().join("CURRENT")).unwrap();
+    let lock = std::fs::File::create(data.path().join(".build.lock")).unwrap();
+    lock.lock().unwrap();
+    let err = shoprank::index::build(
+        data.path(),
+        common::demo_products(),
+        shoprank::index::BuildOptions {
+            schema: &common::schema(),
+            user_dict: None,
+            brand_aliases: None,
+            encoder: None,
+            source: "test".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("another build is running"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(data.path().join("CURRENT")).unwrap(),
+        current
+    );
+    lock.unlock().unwrap();
+}

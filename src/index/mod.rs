@@ -109,6 +109,19 @@ pub fn build(
     let started = Instant::now();
     let gens = generations_dir(data_dir);
     std::fs::create_dir_all(&gens).map_err(|e| Error::io(&gens, e))?;
+    // One build per data directory at a time: the OS drops the lock if the process dies.
+    let lock_path = data_dir.join(".build.lock");
+    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(Error::Config(format!(
+                "another build is running in {}; wait for it to finish",
+                data_dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
+    }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
