@@ -11,11 +11,7 @@ use serde_json::Value;
 use shoprank::server::{app, AppState};
 
 async fn get(engine: &Arc<shoprank::Engine>, uri: &str) -> (StatusCode, Value) {
-    let svc = test::init_service(app(AppState::new(engine.clone(), 64))).await;
-    let res = test::call_service(&svc, test::TestRequest::get().uri(uri).to_request()).await;
-    let status = res.status();
-    let body: Value = serde_json::from_slice(&test::read_body(res).await).expect("JSON body");
-    (status, body)
+    call(engine, test::TestRequest::get().uri(uri)).await
 }
 
 fn engine() -> (tempfile::TempDir, Arc<shoprank::Engine>) {
