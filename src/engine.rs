@@ -294,12 +294,12 @@ impl Engine {
         let req = SearchRequest::new(query);
         let query = validate(&req)?;
         let gen = self.generation();
-        let search_text = self.search_text(&gen, query);
+        let (intents, search_text) = self.first_pass(&gen, query);
         let vector = match &self.encoder {
             Some(e) => Some(e.encode_query(&search_text)?),
             None => None,
         };
-        let (words, intents) = self.understand(&gen, query, &search_text, vector.as_deref());
+        let (words, intents) = self.understand(&gen, intents, &search_text, vector.as_deref());
         Ok(QueryAnalysis {
             normalized: crate::analysis::normalize(query),
             tokens: words.words,
@@ -309,15 +309,18 @@ impl Engine {
         })
     }
 
-    /// The text that is searched: the query without its price expression (unless nothing
-    /// else is left).
-    fn search_text(&self, gen: &Generation, query: &str) -> String {
-        let (_, cut) = self.intent_model(gen).analyze(query, None);
-        if cut.is_empty() {
-            query.to_string()
-        } else {
-            cut
-        }
+    /// Intents before the query is encoded, and the text that is searched: the query
+    /// without its price expression (unless nothing else is left).
+    fn first_pass(&self, gen: &Generation, query: &str) -> (Intents, String) {
+        let (intents, cut) = self.intent_model(gen).analyze(query, None);
+        (
+            intents,
+            if cut.is_empty() {
+                query.to_string()
+            } else {
+                cut
+            },
+        )
     }
 
     /// BM25 words (with synonym expansions) and intents, categories blended with what
@@ -325,7 +328,7 @@ impl Engine {
     fn understand(
         &self,
         gen: &Generation,
-        query: &str,
+        mut intents: Intents,
         search_text: &str,
         vector: Option<&[f32]>,
     ) -> (QueryWords, Intents) {
@@ -343,8 +346,11 @@ impl Engine {
                 }
             }
         }
-        let model = text.intents.as_deref().unwrap_or(&gen.intents);
-        let (mut intents, _) = model.analyze(query, vector);
+        // Without a category name in the query, the query vector finds the nearest centroids.
+        if intents.category.is_empty() && vector.is_some() {
+            let model = text.intents.as_deref().unwrap_or(&gen.intents);
+            intents.category = model.categories(&crate::analysis::normalize(search_text), vector);
+        }
         if let Some(b) = &self.behavior {
             let clicks = b.click_categories(&crate::analysis::normalize(search_text));
             intents.category =
@@ -448,7 +454,7 @@ impl Engine {
         let mut timings = Timings::default();
 
         let t = Instant::now();
-        let search_text = self.search_text(&gen, query);
+        let (intents, search_text) = self.first_pass(&gen, query);
         timings.analyze = self.stage("analyze", t);
 
         let t = Instant::now();
@@ -460,7 +466,8 @@ impl Engine {
         timings.encode = self.stage("encode", t);
 
         let t = Instant::now();
-        let (words, intents) = self.understand(&gen, query, &search_text, query_vector.as_deref());
+        let (words, intents) =
+            self.understand(&gen, intents, &search_text, query_vector.as_deref());
         let mut filters = req.filters.clone();
         // An explicit price bound in the query filters, unless the request sets prices itself.
         if let (Some(PriceIntent::Range { min, max }), None, None) =

@@ -242,7 +242,13 @@ impl IntentModel {
         )
     }
 
-    fn categories(&self, normalized: &str, query_vector: Option<&[f32]>) -> Vec<CategoryIntent> {
+    /// Categories of normalized text: a category name in it, else the centroids nearest to
+    /// the query vector.
+    pub fn categories(
+        &self,
+        normalized: &str,
+        query_vector: Option<&[f32]>,
+    ) -> Vec<CategoryIntent> {
         if let Some((_, path)) = self
             .category_names
             .iter()
