@@ -16,6 +16,7 @@ use common::{percentile, pool_engine, queries};
 use criterion::{BatchSize, Criterion, Throughput};
 use shoprank::behavior::{self, Event, EventType, RedbStore};
 use shoprank::engine::{Engine, SearchRequest};
+use shoprank::eval_personal::Rng;
 
 /// The user whose profile personalizes the measured searches.
 const USER: &str = "bench-user";
@@ -30,18 +31,6 @@ fn engine(dir: &Path) -> Engine {
     let store = RedbStore::open(&dir.join("events").join("events.redb")).unwrap();
     assert_eq!(engine.attach_events(Box::new(store), 365).unwrap(), 0);
     engine
-}
-
-/// A small deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
 }
 
 /// A product event of `user` on a random pool product within the last 30 days.

@@ -8,5 +8,5 @@ data=${DATA_DIR:-data/demo}
 models/fetch.sh
 cargo build --release
 target/release/shoprank index --catalog fixtures/demo_catalog.jsonl --data-dir "$data"
-echo "serving on http://$addr  (try: curl 'http://$addr/search?q=苹果手机壳&explain=true')"
+echo "serving on $addr  (try: curl '$addr/search?q=苹果手机壳&explain=true')"
 exec target/release/shoprank serve --data-dir "$data" --addr "$addr"

@@ -161,18 +161,6 @@ fn http(
     Ok((status, response[split + 4..].to_vec()))
 }
 
-/// A small deterministic generator (xorshift64).
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
-
 fn user(i: usize) -> String {
     format!("crash-{i}")
 }
@@ -192,7 +180,7 @@ struct Sent {
 
 /// Streams batches of 1..=20 events until `EVENTS` are sent or the server stops answering.
 fn stream_events(addr: SocketAddr, acked_batches: Arc<AtomicUsize>) -> Sent {
-    let mut rng = Rng(0x5eed_cafe_f00d);
+    let mut rng = shoprank::eval_personal::Rng(0x5eed_cafe_f00d);
     let mut out = Sent::default();
     let now = behavior::now();
     let mut sent = 0;
