@@ -91,6 +91,29 @@ pub enum Error {
     /// The behavior store failed.
     #[error("event store: {0}")]
     Store(String),
+    /// A product write (PUT/PATCH/DELETE) is malformed; nothing of the batch was applied.
+    #[error("{}: {reason}; nothing of this batch was applied", match index { Some(i) => format!("invalid product at index {i}"), None => "invalid product update".to_string() })]
+    InvalidProduct {
+        /// Position in the batch.
+        index: Option<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// This process opened the index read-only (another process holds it for writing).
+    #[error("product writes are off in this process: {0}")]
+    ReadOnly(String),
+    /// A new generation failed a gate and was not published; the live one stays.
+    #[error("the new generation failed its gates and was not published (the live generation stays): {0}")]
+    GateFailed(String),
+    /// A job was cancelled.
+    #[error("cancelled; the live generation is untouched")]
+    Cancelled,
+    /// Another catalog job is running.
+    #[error("a catalog job is already running: {0}")]
+    JobRunning(String),
+    /// No such job.
+    #[error("job `{0}` not found")]
+    JobNotFound(String),
     /// Too many searches are waiting; retry shortly.
     #[error("server busy: too many requests in flight, retry shortly")]
     Overloaded,
@@ -149,6 +172,12 @@ impl Error {
             Error::NoEventStore => "no_event_store",
             Error::Store(_) => "store_error",
             Error::Overloaded => "overloaded",
+            Error::InvalidProduct { .. } => "invalid_product",
+            Error::ReadOnly(_) => "read_only",
+            Error::GateFailed(_) => "gate_failed",
+            Error::Cancelled => "cancelled",
+            Error::JobRunning(_) => "job_running",
+            Error::JobNotFound(_) => "job_not_found",
             Error::Io { .. } => "io_error",
             Error::Index(_) => "index_error",
             Error::Inference(_) => "inference_error",

@@ -29,7 +29,7 @@ use crate::encoder::Encoder;
 use crate::engine::{Engine, SearchRequest};
 use crate::error::{Error, Result};
 use crate::eval::score_list;
-use crate::index::{build, BuildOptions};
+use crate::index::{build_live, BuildOptions};
 use crate::schema::CatalogSchema;
 
 /// Category words shoppers type.
@@ -273,15 +273,12 @@ pub fn run(
     let dir = tempfile_dir()?;
     let schema = CatalogSchema::default();
     let n = products.len();
-    build(
+    build_live(
         dir.path(),
         products,
         BuildOptions {
-            schema: &schema,
-            user_dict: None,
-            brand_aliases: None,
             encoder: encoder.as_ref(),
-            source: "eval-personal".into(),
+            ..BuildOptions::new(&schema, "eval-personal")
         },
     )?;
     if let Some(from) = profiles_dir.filter(|d| d.is_dir()) {

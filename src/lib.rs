@@ -20,6 +20,7 @@ pub mod eval;
 pub mod eval_personal;
 pub mod index;
 pub mod intent;
+pub mod jobs;
 pub mod metrics;
 pub mod rank;
 pub mod retrieve;

@@ -3,13 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use shoprank::catalog::{self, Format};
 use shoprank::encoder::DeviceKind;
 use shoprank::engine::{load_encoder, Engine, SearchRequest};
-use shoprank::index::{self, BuildOptions};
+use shoprank::index;
+use shoprank::jobs::ReindexSpec;
 use shoprank::rank::Profiles;
 use shoprank::retrieve::Filters;
 use shoprank::schema::CatalogSchema;
@@ -54,12 +55,24 @@ enum EventsCommand {
 }
 
 #[derive(Subcommand)]
+enum IndexAction {
+    /// Make the previous generation live again (with the writes the live one took).
+    Rollback,
+}
+
+#[derive(Subcommand)]
 enum Command {
-    /// Build a new index generation from a catalog file and make it live.
+    /// Build a new index generation from a catalog file and make it live once it passes
+    /// its gates (product count within the tolerance, canary queries answer). A running
+    /// `serve` on the same data directory switches to it and replays the writes it took
+    /// meanwhile. `shoprank index rollback` makes the previous generation live again.
+    #[command(args_conflicts_with_subcommands = true)]
     Index {
+        #[command(subcommand)]
+        action: Option<IndexAction>,
         /// Catalog file.
-        #[arg(long)]
-        catalog: PathBuf,
+        #[arg(long, required = true)]
+        catalog: Option<PathBuf>,
         /// jsonl, csv, tsv, multicpr, taobao or openbg (default: from the extension).
         #[arg(long)]
         format: Option<String>,
@@ -72,6 +85,15 @@ enum Command {
         /// Build without product vectors (BM25 only), even if a model is present.
         #[arg(long)]
         no_model: bool,
+        /// Publish without checking the gates.
+        #[arg(long)]
+        force: bool,
+        /// Largest relative change of the product count against the live generation.
+        #[arg(long)]
+        max_change: Option<f64>,
+        /// A query that must return results before publishing (repeat the flag).
+        #[arg(long)]
+        canary: Vec<String>,
     },
     /// Search from the command line.
     Search {
@@ -203,19 +225,43 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Index {
+            action: Some(IndexAction::Rollback),
+            ..
+        } => {
+            let engine = open_engine(&settings)?;
+            engine
+                .enable_writes(&settings)
+                .context("rollback goes through the process that owns the writes: with `serve` running, use POST /admin/rollback")?;
+            let name = engine.rollback()?;
+            println!("generation {name} is live again");
+            Ok(())
+        }
+        Command::Index {
+            action: None,
             catalog,
             format,
             skip_invalid,
             errors,
             no_model,
-        } => index_catalog(
-            &settings,
-            &catalog,
-            format.as_deref(),
-            skip_invalid,
-            errors.as_deref(),
-            no_model,
-        ),
+            force,
+            max_change,
+            canary,
+        } => {
+            if let Some(m) = max_change {
+                settings.gates.max_change = m;
+            }
+            if !canary.is_empty() {
+                settings.gates.canaries = canary;
+            }
+            let spec = ReindexSpec {
+                catalog: catalog.context("--catalog is required")?,
+                format,
+                skip_invalid,
+                force,
+                no_model,
+            };
+            index_catalog(&settings, &spec, errors.as_deref())
+        }
         Command::Search {
             query,
             profile,
@@ -305,7 +351,9 @@ fn main() -> anyhow::Result<()> {
             settings.validate()?;
             let mut engine = open_engine(&settings)?;
             attach_events(&mut engine, &settings)?;
+            engine.enable_writes(&settings)?;
             let engine = Arc::new(engine);
+            engine.start_background();
             actix_web::rt::System::new()
                 .block_on(shoprank::server::serve(
                     engine,
@@ -469,40 +517,10 @@ fn attach_events(engine: &mut Engine, settings: &Settings) -> anyhow::Result<()>
 
 fn index_catalog(
     settings: &Settings,
-    catalog_path: &Path,
-    format: Option<&str>,
-    skip_invalid: bool,
+    spec: &ReindexSpec,
     errors_out: Option<&Path>,
-    no_model: bool,
 ) -> anyhow::Result<()> {
-    let format = match format {
-        Some(f) => f.parse::<Format>()?,
-        None => Format::from_path(catalog_path)?,
-    };
-    let schema = CatalogSchema::load(&settings.schema)?;
-    let report = catalog::read_catalog(catalog_path, format, &schema)?;
-    if let Some(path) = errors_out {
-        let mut text = String::new();
-        for e in &report.errors {
-            text.push_str(&serde_json::to_string(e)?);
-            text.push('\n');
-        }
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
-    }
-    for e in report.errors.iter().take(20) {
-        eprintln!("{}: {e}", catalog_path.display());
-    }
-    if report.errors.len() > 20 {
-        eprintln!("... and {} more bad records", report.errors.len() - 20);
-    }
-    let (products, skipped) = report.accept(skip_invalid)?;
-    if products.is_empty() {
-        bail!(
-            "{} has no valid products; nothing was published",
-            catalog_path.display()
-        );
-    }
-    let encoder = if no_model {
+    let encoder = if spec.no_model {
         None
     } else {
         match load_encoder(settings) {
@@ -513,35 +531,143 @@ fn index_catalog(
             }
         }
     };
-    let user_dict = settings
-        .user_dict
-        .exists()
-        .then_some(settings.user_dict.as_path());
-    let meta = index::build(
-        &settings.data_dir,
-        products,
-        BuildOptions {
-            schema: &schema,
-            user_dict,
-            brand_aliases: settings
-                .brand_aliases
-                .exists()
-                .then_some(settings.brand_aliases.as_path()),
-            encoder: encoder.as_ref(),
-            source: catalog_path.display().to_string(),
-        },
-    )?;
+    let previous = index::current_name(&settings.data_dir)?
+        .map(|name| -> anyhow::Result<usize> {
+            let meta =
+                std::fs::read(index::generation_dir(&settings.data_dir, &name).join("meta.json"))?;
+            Ok(serde_json::from_slice::<index::GenerationMeta>(&meta)?.products)
+        })
+        .transpose()?;
+    let bar = ProgressLine::default();
+    let result = shoprank::jobs::prepare(
+        settings,
+        spec,
+        encoder.as_ref(),
+        previous,
+        errors_out,
+        &|p| bar.show(p),
+        &|| false,
+    );
+    bar.finish();
+    let prepared = match result {
+        Ok(p) => p,
+        Err(e) => {
+            if let (shoprank::error::Error::BadCatalog { .. }, Ok(report)) =
+                (&e, read_report(settings, spec))
+            {
+                for r in report.iter().take(20) {
+                    eprintln!("{}: {r}", spec.catalog.display());
+                }
+                if report.len() > 20 {
+                    eprintln!("... and {} more bad records", report.len() - 20);
+                }
+            }
+            return Err(e.into());
+        }
+    };
+    let meta = prepared.built.meta.clone();
+    index::publish(&settings.data_dir, prepared.built)?;
     Profiles::write_default(&settings.data_dir.join("profiles"))?;
+    if let Some(g) = &prepared.gates {
+        let canaries: Vec<String> = g
+            .canaries
+            .iter()
+            .map(|(q, n)| format!("{q}: {n}"))
+            .collect();
+        eprintln!(
+            "gates passed: {} products (live before: {}); canaries {}",
+            g.products,
+            g.previous.map_or("none".to_string(), |p| p.to_string()),
+            canaries.join(", ")
+        );
+    }
     println!(
-        "indexed {} products from {} into {} (generation {}) in {:.1}s ({:.0} products/s; encoding {:.1}s){}",
+        "indexed {} products from {} into {} (generation {}) in {:.1}s ({:.0} products/s; encoding {:.1}s, {} vectors from the cache){}",
         meta.products,
-        catalog_path.display(),
+        spec.catalog.display(),
         settings.data_dir.display(),
         meta.name,
         meta.build_secs,
         meta.products as f64 / meta.build_secs.max(1e-9),
         meta.encode_secs,
-        if skipped.is_empty() { String::new() } else { format!("; skipped {} bad records", skipped.len()) }
+        meta.cached_vectors,
+        if prepared.skipped == 0 { String::new() } else { format!("; skipped {} bad records", prepared.skipped) }
     );
     Ok(())
+}
+
+/// The bad records of a catalog, for the terminal.
+fn read_report(
+    settings: &Settings,
+    spec: &ReindexSpec,
+) -> anyhow::Result<Vec<shoprank::catalog::RecordError>> {
+    let format = match &spec.format {
+        Some(f) => f.parse::<Format>()?,
+        None => Format::from_path(&spec.catalog)?,
+    };
+    let schema = CatalogSchema::load(&settings.schema)?;
+    Ok(catalog::read_catalog(&spec.catalog, format, &schema)?.errors)
+}
+
+/// A progress line on stderr with rate and ETA: redrawn in place on a terminal, one line
+/// every 5 s otherwise.
+struct ProgressLine {
+    tty: bool,
+    state: std::sync::Mutex<(Option<&'static str>, std::time::Instant, std::time::Instant)>,
+}
+
+impl Default for ProgressLine {
+    fn default() -> Self {
+        use std::io::IsTerminal;
+        let now = std::time::Instant::now();
+        ProgressLine {
+            tty: std::io::stderr().is_terminal(),
+            state: std::sync::Mutex::new((None, now, now)),
+        }
+    }
+}
+
+impl ProgressLine {
+    fn show(&self, p: index::Progress) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.0 != Some(p.stage) {
+            if s.0.is_some() && self.tty {
+                eprintln!();
+            }
+            *s = (
+                Some(p.stage),
+                std::time::Instant::now(),
+                std::time::Instant::now(),
+            );
+        }
+        let every = if self.tty { 0.2 } else { 5.0 };
+        if s.2.elapsed().as_secs_f64() < every && p.done < p.total {
+            return;
+        }
+        s.2 = std::time::Instant::now();
+        let (rate, eta) = shoprank::jobs::rate_eta(p.done, p.total, s.1);
+        let width = 30;
+        let filled = (p.done * width).checked_div(p.total).unwrap_or(width);
+        let line = format!(
+            "{:<6} [{}{}] {}/{} {:.0}/s ETA {}",
+            p.stage,
+            "#".repeat(filled),
+            "-".repeat(width - filled),
+            p.done,
+            p.total,
+            rate,
+            eta.map_or("-".to_string(), |e| format!("{e:.0}s"))
+        );
+        if self.tty {
+            eprint!("\r{line}");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+
+    fn finish(&self) {
+        if self.tty && self.state.lock().map(|s| s.0.is_some()).unwrap_or(false) {
+            eprintln!();
+        }
+    }
 }

@@ -36,6 +36,11 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Behavior events older than this many days are dropped (0 keeps them forever).
     pub retention_days: u64,
+    /// Product writes become searchable within this many milliseconds (0: at once, one
+    /// tantivy commit per write request).
+    pub commit_interval_ms: u64,
+    /// Gates a rebuilt generation must pass before it goes live.
+    pub gates: crate::index::Gates,
 }
 
 impl Default for Settings {
@@ -53,6 +58,8 @@ impl Default for Settings {
             workers: 2,
             max_in_flight: 64,
             retention_days: 365,
+            commit_interval_ms: 500,
+            gates: crate::index::Gates::default(),
         }
     }
 }
@@ -113,6 +120,9 @@ impl Settings {
         }
         if let Some(v) = var("RETENTION_DAYS") {
             s.retention_days = number("RETENTION_DAYS", v)? as u64;
+        }
+        if let Some(v) = var("COMMIT_INTERVAL_MS") {
+            s.commit_interval_ms = number("COMMIT_INTERVAL_MS", v)? as u64;
         }
         if let Some(v) = var("MAX_IN_FLIGHT") {
             s.max_in_flight = number("MAX_IN_FLIGHT", v)?;

@@ -418,15 +418,10 @@ fn a_second_concurrent_build_is_refused() {
     let err = shoprank::index::build(
         data.path(),
         common::demo_products(),
-        shoprank::index::BuildOptions {
-            schema: &common::schema(),
-            user_dict: None,
-            brand_aliases: None,
-            encoder: None,
-            source: "test".into(),
-        },
+        shoprank::index::BuildOptions::new(&common::schema(), "test"),
     )
-    .unwrap_err();
+    .err()
+    .expect("a second build is refused");
     assert!(
         err.to_string().contains("another build is running"),
         "{err}"

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use shoprank::catalog::{read_catalog, Format};
 use shoprank::engine::{load_encoder, Engine};
-use shoprank::index::{build, BuildOptions};
+use shoprank::index::{build_live, BuildOptions};
 use shoprank::schema::CatalogSchema;
 use shoprank::settings::Settings;
 
@@ -43,13 +43,10 @@ pub fn build_shared(dir: &Path, file: &str, format: Format) -> shoprank::index::
         eprintln!("note: no model found; measuring without vectors");
     }
     let opts = BuildOptions {
-        schema: &schema,
-        user_dict: None,
-        brand_aliases: None,
         encoder: encoder.as_ref(),
-        source: file.into(),
+        ..BuildOptions::new(&schema, file)
     };
-    build(dir, products, opts).unwrap()
+    build_live(dir, products, opts).unwrap()
 }
 
 /// The Multi-CPR pool index in `dir` and an engine over it.

@@ -194,44 +194,8 @@ impl Event {
 /// Parses a request body: one object, a JSON array, or NDJSON. All-or-nothing: the first
 /// bad event fails the batch with its 0-based index.
 pub fn parse_batch(body: &[u8], now: i64) -> Result<Vec<Event>> {
-    let text = std::str::from_utf8(body).map_err(|e| Error::InvalidEvent {
-        index: None,
-        reason: format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
-    })?;
-    let trimmed = text.trim_start();
-    let values: Vec<Value> = if trimmed.starts_with('[') {
-        serde_json::from_str(trimmed).map_err(|e| Error::InvalidEvent {
-            index: None,
-            reason: format!("malformed JSON array: {e}"),
-        })?
-    } else {
-        // One object (compact or pretty-printed) or NDJSON: a stream of JSON values.
-        let mut out = Vec::new();
-        let stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-        for v in stream {
-            let v = v.map_err(|e| Error::InvalidEvent {
-                index: Some(out.len()),
-                reason: format!("malformed JSON at line {}: {e}", e.line()),
-            })?;
-            out.push(v);
-        }
-        out
-    };
-    if values.is_empty() {
-        return Err(Error::InvalidEvent {
-            index: None,
-            reason: "no events in the body".into(),
-        });
-    }
-    if values.len() > MAX_BATCH {
-        return Err(Error::InvalidEvent {
-            index: None,
-            reason: format!(
-                "{} events in one batch, at most {MAX_BATCH}: split it",
-                values.len()
-            ),
-        });
-    }
+    let values = crate::catalog::json_values(body, "events", MAX_BATCH)
+        .map_err(|(index, reason)| Error::InvalidEvent { index, reason })?;
     values
         .into_iter()
         .enumerate()

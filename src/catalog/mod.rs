@@ -109,6 +109,51 @@ impl IngestReport {
     }
 }
 
+/// The JSON values of a request body: one object, an array or NDJSON, at most `max` of
+/// them. The error is (position, reason).
+pub fn json_values(
+    body: &[u8],
+    what: &str,
+    max: usize,
+) -> std::result::Result<Vec<Value>, (Option<usize>, String)> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        (
+            None,
+            format!("body is not valid UTF-8 (byte {})", e.valid_up_to()),
+        )
+    })?;
+    let trimmed = text.trim_start();
+    let values: Vec<Value> = if trimmed.starts_with('[') {
+        serde_json::from_str(trimmed).map_err(|e| (None, format!("malformed JSON array: {e}")))?
+    } else {
+        // One object (compact or pretty-printed) or NDJSON: a stream of JSON values.
+        let mut out = Vec::new();
+        for v in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+            let v = v.map_err(|e| {
+                (
+                    Some(out.len()),
+                    format!("malformed JSON at line {}: {e}", e.line()),
+                )
+            })?;
+            out.push(v);
+        }
+        out
+    };
+    if values.is_empty() {
+        return Err((None, format!("no {what} in the body")));
+    }
+    if values.len() > max {
+        return Err((
+            None,
+            format!(
+                "{} {what} in one batch, at most {max}: split it",
+                values.len()
+            ),
+        ));
+    }
+    Ok(values)
+}
+
 /// Reads and validates a catalog file.
 pub fn read_catalog(path: &Path, format: Format, schema: &CatalogSchema) -> Result<IngestReport> {
     let records = formats::read_records(path, format)?;

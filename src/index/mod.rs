@@ -4,26 +4,35 @@
 //! Layout of a data directory:
 //! ```text
 //! DATA_DIR/CURRENT                      name of the live generation
+//! DATA_DIR/PREVIOUS                     the generation before it (for rollback)
 //! DATA_DIR/generations/<name>/          one complete generation
 //!     tantivy/  products.jsonl  vectors.bin  meta.json  schema.toml  userdict.txt
-//!     brand_aliases.toml
+//!     brand_aliases.toml  changes.log (incremental writes since the build)
 //! DATA_DIR/generations/<name>.building  a build in progress (removed if found later)
+//! DATA_DIR/embeddings/<model>.bin       embedding cache (see `embed_cache`)
 //! DATA_DIR/profiles/*.toml              ranking profiles
 //! ```
-//! A build writes everything into `<name>.building`, syncs it, renames it, then replaces
-//! `CURRENT` by rename: a crash at any point leaves the previous generation live.
+//! A build writes everything into `<name>.building`, syncs it and renames it; after its
+//! gates pass, [`publish`] replaces `CURRENT` by rename: a crash at any point leaves the
+//! previous generation live. Incremental writes go to the live generation's change log
+//! (see `live`); a [`Generation`] is one immutable snapshot of it, replaced on each commit.
 
+pub mod embed_cache;
+pub mod live;
 pub mod vectors;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use tantivy::schema::Facet;
-use tantivy::{Index, IndexReader, ReloadPolicy, TantivyDocument};
+use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument};
 
+pub use embed_cache::EmbeddingCache;
+pub use live::{Change, LiveWriter, Outcome, Patch, Write as ProductWrite};
 pub use vectors::Vectors;
 
 use crate::analysis::{normalize, Analysis};
@@ -31,6 +40,7 @@ use crate::catalog::Product;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::intent::IntentModel;
+use crate::retrieve::{self, Filters, QueryWords};
 use crate::schema::{CatalogSchema, Fields};
 
 /// Facts about a generation, written at build time.
@@ -52,6 +62,27 @@ pub struct GenerationMeta {
     pub build_secs: f64,
     /// Of which encoding products, seconds.
     pub encode_secs: f64,
+    /// Product vectors taken from the embedding cache instead of encoded.
+    #[serde(default)]
+    pub cached_vectors: usize,
+    /// The generation that was live when this one was built.
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The parent's change-log position when the build started: later writes to the
+    /// parent are replayed into this generation before it serves writes.
+    #[serde(default)]
+    pub parent_seq: u64,
+}
+
+/// Where a build is, for progress reports.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Progress {
+    /// `index` (tantivy documents) or `encode` (product vectors).
+    pub stage: &'static str,
+    /// Done so far.
+    pub done: usize,
+    /// Of.
+    pub total: usize,
 }
 
 /// What a build needs besides the products.
@@ -66,9 +97,78 @@ pub struct BuildOptions<'a> {
     pub encoder: Option<&'a Encoder>,
     /// Description of the source (file path).
     pub source: String,
+    /// Embedding cache; `None` encodes every product.
+    pub cache: Option<&'a mut EmbeddingCache>,
+    /// Called as the build advances.
+    pub progress: &'a dyn Fn(Progress),
+    /// Polled between batches; when true the build stops with [`Error::Cancelled`].
+    pub cancelled: &'a dyn Fn() -> bool,
 }
 
-/// A loaded, searchable generation.
+impl<'a> BuildOptions<'a> {
+    /// Options without dictionary, aliases, encoder, cache or progress reports.
+    pub fn new(schema: &'a CatalogSchema, source: impl Into<String>) -> Self {
+        BuildOptions {
+            schema,
+            user_dict: None,
+            brand_aliases: None,
+            encoder: None,
+            source: source.into(),
+            cache: None,
+            progress: &|_| {},
+            cancelled: &|| false,
+        }
+    }
+}
+
+/// Builds and publishes at once, without gates (tests, tools, first builds).
+pub fn build_live(
+    data_dir: &Path,
+    products: Vec<Product>,
+    opts: BuildOptions<'_>,
+) -> Result<GenerationMeta> {
+    let built = build(data_dir, products, opts)?;
+    let meta = built.meta.clone();
+    publish(data_dir, built)?;
+    Ok(meta)
+}
+
+/// Gates a new generation must pass before it goes live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    /// Largest relative change of the product count against the live generation
+    /// (0.2 = ±20%); negative turns the check off.
+    #[serde(default = "default_max_change")]
+    pub max_change: f64,
+    /// Queries that must return results; empty uses a few of the new catalog's titles.
+    #[serde(default)]
+    pub canaries: Vec<String>,
+}
+
+fn default_max_change() -> f64 {
+    0.2
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            max_change: default_max_change(),
+            canaries: Vec::new(),
+        }
+    }
+}
+
+/// A generation written to disk but not live yet; holds the data directory's build lock.
+pub struct Built {
+    /// Its facts.
+    pub meta: GenerationMeta,
+    _lock: std::fs::File,
+}
+
+/// A loaded, searchable snapshot of a generation. Cheap to clone: the static parts are
+/// shared and the rows are shared until a write changes them.
+#[derive(Clone)]
 pub struct Generation {
     /// Its folder.
     pub dir: PathBuf,
@@ -82,50 +182,77 @@ pub struct Generation {
     pub index: Index,
     /// A reader over it.
     pub reader: IndexReader,
-    /// Products by row (`ord`).
-    pub products: Vec<Product>,
-    /// Row by product id.
-    pub by_id: HashMap<String, u32>,
+    /// The searcher of this snapshot (pinned to its tantivy commit).
+    pub searcher: Searcher,
+    /// Products by row (`ord`); a deleted product keeps its row (see `removed`).
+    pub products: Vec<Arc<Product>>,
+    /// Row by product id (deleted ones included).
+    pub by_id: Arc<HashMap<String, u32>>,
+    /// Deleted rows.
+    pub removed: Arc<Vec<bool>>,
+    /// Number of deleted rows.
+    pub removed_count: usize,
     /// Product vectors by row, when built with an encoder.
     pub vectors: Option<Vectors>,
     /// The analyzers (dictionary with the catalog's brands).
-    pub analysis: Analysis,
+    pub analysis: Arc<Analysis>,
     /// Largest `sales` in the catalog (popularity scale).
     pub max_sales: u64,
     /// Query understanding built on this catalog (brands, categories, centroids).
-    pub intents: IntentModel,
+    pub intents: Arc<IntentModel>,
+    /// Last change-log entry applied to the rows.
+    pub last_seq: u64,
+}
+
+impl Generation {
+    /// Whether row `ord` holds a live (not deleted) product.
+    pub fn is_live(&self, ord: usize) -> bool {
+        !self.removed.get(ord).copied().unwrap_or(true)
+    }
+
+    /// The live product `id`.
+    pub fn get(&self, id: &str) -> Option<&Arc<Product>> {
+        let ord = *self.by_id.get(id)? as usize;
+        self.is_live(ord).then(|| &self.products[ord])
+    }
+
+    /// Number of live products.
+    pub fn live_count(&self) -> usize {
+        self.products.len() - self.removed_count
+    }
 }
 
 fn generations_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("generations")
 }
 
-/// Builds a new generation from `products` and makes it live. Returns its metadata.
-pub fn build(
-    data_dir: &Path,
-    products: Vec<Product>,
-    opts: BuildOptions<'_>,
-) -> Result<GenerationMeta> {
+/// Writes a new generation from `products` beside the live one, without publishing it
+/// (see [`check_gates`] and [`publish`]). Holds the data directory's build lock.
+pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) -> Result<Built> {
     let started = Instant::now();
     let gens = generations_dir(data_dir);
     std::fs::create_dir_all(&gens).map_err(|e| Error::io(&gens, e))?;
-    // One build per data directory at a time: the OS drops the lock if the process dies.
-    let lock_path = data_dir.join(".build.lock");
-    let lock = std::fs::File::create(&lock_path).map_err(|e| Error::io(&lock_path, e))?;
-    match lock.try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(Error::Config(format!(
-                "another build is running in {}; wait for it to finish",
-                data_dir.display()
-            )))
-        }
-        Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&lock_path, e)),
-    }
+    let lock = build_lock(data_dir)?.ok_or_else(|| {
+        Error::Config(format!(
+            "another build is running in {}; wait for it to finish",
+            data_dir.display()
+        ))
+    })?;
+    remove_unfinished(data_dir);
+    // The live generation's change-log position now: writes after it are replayed into
+    // the new generation before it takes writes.
+    let parent = current_name(data_dir)?;
+    let parent_seq = match &parent {
+        Some(p) => live::ChangeLog::last_seq(&gens.join(p))?,
+        None => 0,
+    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let name = format!("g{}", now.as_millis());
+    let mut name = format!("g{}", now.as_millis());
+    while gens.join(&name).exists() || Some(&name) == parent.as_ref() {
+        name.push('x');
+    }
     let tmp = gens.join(format!("{name}.building"));
     std::fs::create_dir_all(tmp.join("tantivy")).map_err(|e| Error::io(&tmp, e))?;
 
@@ -153,7 +280,7 @@ pub fn build(
     if let Some(aliases) = opts.brand_aliases {
         let bytes = std::fs::read(aliases).map_err(|e| Error::io(aliases, e))?;
         // Fail before publishing: a broken alias file would break every later open.
-        IntentModel::new(&[], None, Some(aliases))?;
+        IntentModel::new::<Product>(&[], None, Some(aliases))?;
         write_file(&tmp.join("brand_aliases.toml"), &bytes)?;
     }
     let analysis = Analysis::load(Some(&tmp.join("userdict.txt")), [])?;
@@ -162,11 +289,27 @@ pub fn build(
     let index = Index::create_in_dir(tmp.join("tantivy"), tschema)?;
     analysis.register(index.tokenizers());
     let mut writer = index.writer_with_num_threads(1, 200_000_000)?;
+    let total = products.len();
     for (ord, p) in products.iter().enumerate() {
         writer.add_document(document(&fields, ord as u64, p))?;
+        if ord % 1000 == 999 {
+            (opts.progress)(Progress {
+                stage: "index",
+                done: ord + 1,
+                total,
+            });
+            if (opts.cancelled)() {
+                return Err(Error::Cancelled);
+            }
+        }
     }
     writer.commit()?;
     writer.wait_merging_threads()?;
+    (opts.progress)(Progress {
+        stage: "index",
+        done: total,
+        total,
+    });
 
     let mut jsonl = Vec::new();
     for p in &products {
@@ -176,23 +319,35 @@ pub fn build(
     write_file(&tmp.join("products.jsonl"), &jsonl)?;
 
     let encode_started = Instant::now();
+    let mut cached_vectors = 0;
     let (model_id, dim) = match opts.encoder {
         Some(encoder) => {
             let texts: Vec<String> = products.iter().map(Product::embedding_text).collect();
-            let total = texts.len();
-            let mut last_log = Instant::now();
-            let rows = encoder.encode_documents(&texts, |done| {
-                if last_log.elapsed().as_secs() >= 5 || done == total {
-                    last_log = Instant::now();
-                    let rate = done as f64 / encode_started.elapsed().as_secs_f64().max(1e-9);
-                    tracing::info!(
-                        done,
-                        total,
-                        rate = format!("{rate:.0}/s"),
-                        "encoding products"
-                    );
+            let progress = |done| {
+                (opts.progress)(Progress {
+                    stage: "encode",
+                    done,
+                    total,
+                })
+            };
+            let rows = match opts.cache {
+                Some(cache) => {
+                    let (rows, hits) = cache.encode(encoder, &texts, progress, opts.cancelled)?;
+                    cached_vectors = hits;
+                    rows
                 }
-            })?;
+                None => {
+                    let mut rows = Vec::with_capacity(total);
+                    for slice in texts.chunks(256) {
+                        if (opts.cancelled)() {
+                            return Err(Error::Cancelled);
+                        }
+                        rows.extend(encoder.encode_documents(slice, |_| {})?);
+                        progress(rows.len());
+                    }
+                    rows
+                }
+            };
             Vectors::from_rows(encoder.dim(), rows)?.write(&tmp.join("vectors.bin"))?;
             (Some(encoder.id().to_string()), encoder.dim())
         }
@@ -213,25 +368,167 @@ pub fn build(
         dim,
         build_secs: started.elapsed().as_secs_f64(),
         encode_secs,
+        cached_vectors,
+        parent,
+        parent_seq,
     };
     let meta_json = serde_json::to_vec_pretty(&meta).map_err(|e| Error::Internal(e.to_string()))?;
     write_file(&tmp.join("meta.json"), &meta_json)?;
-
-    // Publish: the generation folder first, then the pointer to it.
-    let live = gens.join(&name);
+    let done = gens.join(&name);
     sync_dir(&tmp)?;
-    std::fs::rename(&tmp, &live).map_err(|e| Error::io(&live, e))?;
+    std::fs::rename(&tmp, &done).map_err(|e| Error::io(&done, e))?;
     sync_dir(&gens)?;
-    let previous = current_name(data_dir)?;
-    let pointer_tmp = data_dir.join("CURRENT.tmp");
-    write_file(&pointer_tmp, name.as_bytes())?;
-    std::fs::rename(&pointer_tmp, data_dir.join("CURRENT")).map_err(|e| Error::io(data_dir, e))?;
-    sync_dir(data_dir)?;
-    cleanup(data_dir, &name, previous.as_deref())?;
-    Ok(meta)
+    Ok(Built { meta, _lock: lock })
 }
 
-fn document(fields: &Fields, ord: u64, p: &Product) -> TantivyDocument {
+/// What the gates found.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    /// Products in the new generation.
+    pub products: usize,
+    /// Live products before.
+    pub previous: Option<usize>,
+    /// Canary query -> number of results.
+    pub canaries: Vec<(String, usize)>,
+}
+
+/// Checks a built generation against the live product count and canary queries.
+pub fn check_gates(
+    candidate: &Generation,
+    previous: Option<usize>,
+    gates: &Gates,
+) -> Result<GateReport> {
+    let products = candidate.live_count();
+    if products == 0 {
+        return Err(Error::GateFailed(
+            "the new generation has no products".into(),
+        ));
+    }
+    if let Some(prev) = previous.filter(|&p| p > 0 && gates.max_change >= 0.0) {
+        let change = (products as f64 - prev as f64).abs() / prev as f64;
+        if change > gates.max_change {
+            return Err(Error::GateFailed(format!(
+                "{products} products against {prev} live: a {:.0}% change exceeds the allowed {:.0}% (raise the tolerance or skip the gates to publish anyway)",
+                change * 100.0,
+                gates.max_change * 100.0
+            )));
+        }
+    }
+    let canaries: Vec<String> = if gates.canaries.is_empty() {
+        let step = (products / 5).max(1);
+        candidate
+            .products
+            .iter()
+            .step_by(step)
+            .take(5)
+            .map(|p| p.title.chars().take(20).collect())
+            .collect()
+    } else {
+        gates.canaries.clone()
+    };
+    let mut found = Vec::new();
+    for q in canaries {
+        let words = QueryWords {
+            words: candidate.analysis.query_words(&q),
+            synonyms: Vec::new(),
+        };
+        let n = retrieve::candidates(
+            candidate,
+            &words,
+            None,
+            &Filters::default(),
+            &Default::default(),
+            10,
+            0,
+        )?
+        .len();
+        if n == 0 {
+            return Err(Error::GateFailed(format!(
+                "canary query `{q}` returns no results"
+            )));
+        }
+        found.push((q, n));
+    }
+    Ok(GateReport {
+        products,
+        previous,
+        canaries: found,
+    })
+}
+
+/// Makes generation `name` live (the live one becomes `PREVIOUS`) and removes older ones.
+pub fn publish(data_dir: &Path, built: Built) -> Result<()> {
+    let name = &built.meta.name;
+    let previous = current_name(data_dir)?;
+    switch(data_dir, name, previous.as_deref())?;
+    cleanup(data_dir, name, previous.as_deref());
+    Ok(())
+}
+
+/// Points `CURRENT` at `live` and `PREVIOUS` at `previous`, each by an atomic rename.
+fn switch(data_dir: &Path, live: &str, previous: Option<&str>) -> Result<()> {
+    for (file, value) in [("PREVIOUS", previous), ("CURRENT", Some(live))] {
+        let tmp = data_dir.join(format!("{file}.tmp"));
+        write_file(&tmp, value.unwrap_or("").as_bytes())?;
+        std::fs::rename(&tmp, data_dir.join(file)).map_err(|e| Error::io(data_dir, e))?;
+    }
+    sync_dir(data_dir)
+}
+
+/// Makes the previous generation live again (the live one becomes previous); returns its
+/// name. The caller replays the rolled-back generation's incremental writes first.
+pub fn rollback(data_dir: &Path) -> Result<String> {
+    let previous = previous_name(data_dir)?
+        .ok_or_else(|| Error::Config("there is no previous generation to roll back to".into()))?;
+    let live = current_name(data_dir)?;
+    switch(data_dir, &previous, live.as_deref())?;
+    Ok(previous)
+}
+
+/// The generation before the live one, if it is still on disk.
+pub fn previous_name(data_dir: &Path) -> Result<Option<String>> {
+    Ok(read_pointer(&data_dir.join("PREVIOUS"))?.filter(|n| {
+        generations_dir(data_dir)
+            .join(n)
+            .join("meta.json")
+            .is_file()
+    }))
+}
+
+/// The folder of generation `name`.
+pub fn generation_dir(data_dir: &Path, name: &str) -> PathBuf {
+    generations_dir(data_dir).join(name)
+}
+
+/// Takes the data directory's build lock; `None` when another process holds it. The OS
+/// drops the lock if the process dies.
+pub fn build_lock(data_dir: &Path) -> Result<Option<std::fs::File>> {
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+    let path = data_dir.join(".build.lock");
+    let lock = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Removes builds a crashed process left behind (`*.building`). Call with the build lock.
+pub fn remove_unfinished(data_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(generations_dir(data_dir)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().ends_with(".building") {
+            tracing::warn!(path = %entry.path().display(), "removing an unfinished build");
+            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                tracing::warn!(path = %entry.path().display(), error = %e, "could not remove it");
+            }
+        }
+    }
+}
+
+pub(crate) fn document(fields: &Fields, ord: u64, p: &Product) -> TantivyDocument {
     let mut doc = TantivyDocument::default();
     doc.add_text(fields.id, &p.id);
     doc.add_u64(fields.ord, ord);
@@ -266,10 +563,16 @@ pub fn category_facet(path: &str) -> Facet {
     Facet::from_path(path.split('/').filter(|s| !s.is_empty()).map(normalize))
 }
 
-/// Opens the live generation of `data_dir`.
-pub fn open(data_dir: &Path) -> Result<Generation> {
+/// Opens the live generation of `data_dir` with the writes of its change log (vectors of
+/// changed products from the embedding cache, or `encoder`).
+pub fn open(data_dir: &Path, encoder: Option<&Encoder>) -> Result<Generation> {
     let name = current_name(data_dir)?.ok_or_else(|| Error::NoIndex(data_dir.to_path_buf()))?;
-    let dir = generations_dir(data_dir).join(&name);
+    open_named(data_dir, &name, encoder)
+}
+
+/// Opens generation `name` of `data_dir` with the writes of its change log.
+pub fn open_named(data_dir: &Path, name: &str, encoder: Option<&Encoder>) -> Result<Generation> {
+    let dir = generations_dir(data_dir).join(name);
     let read = |file: &str| std::fs::read(dir.join(file)).map_err(|e| Error::io(dir.join(file), e));
     let meta: GenerationMeta = serde_json::from_slice(&read("meta.json")?)
         .map_err(|e| Error::Internal(format!("{}: {e}", dir.join("meta.json").display())))?;
@@ -290,7 +593,7 @@ pub fn open(data_dir: &Path) -> Result<Generation> {
         let p: Product = serde_json::from_slice(line).map_err(|e| {
             Error::Internal(format!("{}/products.jsonl:{}: {e}", dir.display(), i + 1))
         })?;
-        products.push(p);
+        products.push(Arc::new(p));
     }
     if products.len() != meta.products {
         return Err(Error::Internal(format!(
@@ -312,7 +615,7 @@ pub fn open(data_dir: &Path) -> Result<Generation> {
     } else {
         None
     };
-    let by_id = products
+    let by_id: HashMap<String, u32> = products
         .iter()
         .enumerate()
         .map(|(i, p)| (p.id.clone(), i as u32))
@@ -324,26 +627,37 @@ pub fn open(data_dir: &Path) -> Result<Generation> {
         vectors.as_ref(),
         aliases.is_file().then_some(aliases.as_path()),
     )?;
-    Ok(Generation {
-        intents,
+    let searcher = reader.searcher();
+    let removed = Arc::new(vec![false; products.len()]);
+    let mut gen = Generation {
+        intents: Arc::new(intents),
         dir,
         meta,
         schema,
         fields,
         index,
         reader,
+        searcher,
         products,
-        by_id,
+        by_id: Arc::new(by_id),
+        removed,
+        removed_count: 0,
         vectors,
-        analysis,
+        analysis: Arc::new(analysis),
         max_sales,
-    })
+        last_seq: 0,
+    };
+    live::replay_own_log(data_dir, &mut gen, encoder)?;
+    Ok(gen)
 }
 
 /// The live generation's name, if any.
 pub fn current_name(data_dir: &Path) -> Result<Option<String>> {
-    let path = data_dir.join("CURRENT");
-    match std::fs::read_to_string(&path) {
+    read_pointer(&data_dir.join("CURRENT"))
+}
+
+fn read_pointer(path: &Path) -> Result<Option<String>> {
+    match std::fs::read_to_string(path) {
         Ok(s) if !s.trim().is_empty() => Ok(Some(s.trim().to_string())),
         Ok(_) => Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -352,9 +666,11 @@ pub fn current_name(data_dir: &Path) -> Result<Option<String>> {
 }
 
 /// Removes unfinished builds and generations older than the previous one.
-fn cleanup(data_dir: &Path, live: &str, previous: Option<&str>) -> Result<()> {
+fn cleanup(data_dir: &Path, live: &str, previous: Option<&str>) {
     let gens = generations_dir(data_dir);
-    let entries = std::fs::read_dir(&gens).map_err(|e| Error::io(&gens, e))?;
+    let Ok(entries) = std::fs::read_dir(&gens) else {
+        return;
+    };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if name != live && Some(name.as_str()) != previous {
@@ -363,10 +679,9 @@ fn cleanup(data_dir: &Path, live: &str, previous: Option<&str>) -> Result<()> {
             }
         }
     }
-    Ok(())
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     f.write_all(bytes)
         .and_then(|_| f.sync_all())

@@ -115,15 +115,15 @@ const CENTROID_THRESHOLD: f32 = 0.80;
 
 impl IntentModel {
     /// Builds from the generation's products (and vectors, for category centroids).
-    pub fn new(
-        products: &[Product],
+    pub fn new<P: std::borrow::Borrow<Product>>(
+        products: &[P],
         vectors: Option<&Vectors>,
         alias_file: Option<&Path>,
     ) -> Result<Self> {
         let brands = BrandMatcher::new(
             products
                 .iter()
-                .map(|p| p.brand.as_str())
+                .map(|p| p.borrow().brand.as_str())
                 .filter(|b| !b.is_empty()),
             alias_file,
         )?;
@@ -132,6 +132,7 @@ impl IntentModel {
         let mut children: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
         let mut sums: HashMap<String, (Vec<f32>, usize)> = HashMap::new();
         for (i, p) in products.iter().enumerate() {
+            let p: &Product = p.borrow();
             if p.category.is_empty() {
                 continue;
             }

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
+use std::sync::Arc;
 
 use serde::Serialize;
 use tantivy::collector::TopDocs;
@@ -172,7 +173,7 @@ pub fn candidates(
     bm25_k: usize,
     vector_k: usize,
 ) -> Result<Vec<Candidate>> {
-    let searcher = gen.reader.searcher();
+    let searcher = &gen.searcher;
     let text_query = text_query(gen, words, boosts);
     let filter_queries = filters.queries(gen);
     let mut found: HashMap<u32, Candidate> = HashMap::new();
@@ -181,7 +182,7 @@ pub fn candidates(
             q.box_clone(),
             filter_queries.iter().map(|f| f.box_clone()).collect(),
         );
-        for (ord, score) in top_ords(&searcher, &*full, bm25_k)? {
+        for (ord, score) in top_ords(searcher, &*full, bm25_k)? {
             found.insert(
                 ord,
                 Candidate {
@@ -195,7 +196,8 @@ pub fn candidates(
         }
     }
     if let (Some(v), Some(qv)) = (&gen.vectors, query_vector) {
-        let keep = |i: usize| filters.is_empty() || filters.matches(&gen.products[i]);
+        let keep =
+            |i: usize| gen.is_live(i) && (filters.is_empty() || filters.matches(&gen.products[i]));
         for (ord, sim) in v.nearest(qv, vector_k, keep) {
             let c = found.entry(ord).or_insert(Candidate {
                 ord,
@@ -227,7 +229,7 @@ pub fn candidates(
             0.0,
         ));
         let q = with_filters(q.box_clone(), vec![restrict]);
-        for (ord, score) in top_ords(&searcher, &*q, missing.len())? {
+        for (ord, score) in top_ords(searcher, &*q, missing.len())? {
             if let Some(c) = found.get_mut(&ord) {
                 c.bm25 = score;
             }
@@ -336,7 +338,11 @@ pub struct Facets {
 }
 
 /// Counts brands and categories of `ords` (at most `limit` values each).
-pub fn facets(products: &[Product], ords: impl IntoIterator<Item = u32>, limit: usize) -> Facets {
+pub fn facets(
+    products: &[Arc<Product>],
+    ords: impl IntoIterator<Item = u32>,
+    limit: usize,
+) -> Facets {
     // Brands are grouped by normalized spelling, as the brand filter compares them, and
     // shown in the first spelling met.
     let mut brands: HashMap<String, (&str, usize)> = HashMap::new();

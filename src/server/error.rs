@@ -22,8 +22,14 @@ impl ResponseError for Error {
             Error::InvalidQuery(_)
             | Error::InvalidParam { .. }
             | Error::UnknownProfile { .. }
-            | Error::InvalidEvent { .. } => StatusCode::BAD_REQUEST,
-            Error::ProductNotFound(_) | Error::UserNotFound(_) => StatusCode::NOT_FOUND,
+            | Error::InvalidEvent { .. }
+            | Error::InvalidProduct { .. } => StatusCode::BAD_REQUEST,
+            Error::ProductNotFound(_) | Error::UserNotFound(_) | Error::JobNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Error::JobRunning(_) => StatusCode::CONFLICT,
+            Error::ReadOnly(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::GateFailed(_) | Error::Cancelled => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidProfile { .. }
             | Error::BadCatalog { .. }

@@ -2,6 +2,7 @@
 //! work (search, inference) runs on actix's blocking pool, bounded by an in-flight limit
 //! that answers 429 with `Retry-After` when exceeded.
 
+mod catalog;
 mod error;
 mod events;
 mod search;
@@ -68,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }))
     .configure(search::configure)
     .configure(events::configure)
+    .configure(catalog::configure)
     .configure(status::configure)
     .default_service(web::to(error::not_found));
 }

@@ -64,15 +64,14 @@ pub fn build_index(
     let schema = schema();
     let user_dict = root().join("index_schema/userdict.txt");
     let aliases = root().join("index_schema/brand_aliases.toml");
-    let meta = index::build(
+    let meta = index::build_live(
         data_dir,
         products,
         BuildOptions {
-            schema: &schema,
             user_dict: Some(&user_dict),
             brand_aliases: Some(&aliases),
             encoder,
-            source: "fixtures/demo_catalog.jsonl".into(),
+            ..BuildOptions::new(&schema, "fixtures/demo_catalog.jsonl")
         },
     )
     .expect("index builds");

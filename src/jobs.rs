@@ -1,0 +1,285 @@
+//! Catalog jobs: a catalog file -> a validated, built and gated generation, ready to go
+//! live; and the registry of background jobs with their progress, rate, ETA and
+//! cancellation. The CLI (`shoprank index`) and `POST /admin/reindex` share [`prepare`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{self, Format, RecordError};
+use crate::encoder::Encoder;
+use crate::error::{Error, Result};
+use crate::index::{self, BuildOptions, Built, EmbeddingCache, GateReport, Generation};
+use crate::schema::CatalogSchema;
+use crate::settings::Settings;
+
+/// What to rebuild from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReindexSpec {
+    /// Catalog file (a path the server can read).
+    pub catalog: PathBuf,
+    /// jsonl, csv, tsv, multicpr, taobao or openbg (default: from the extension).
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Publish the valid records and report the bad ones, instead of rejecting the run.
+    #[serde(default)]
+    pub skip_invalid: bool,
+    /// Skip the gates (product count, canary queries).
+    #[serde(default)]
+    pub force: bool,
+    /// Build without product vectors.
+    #[serde(default)]
+    pub no_model: bool,
+}
+
+/// A built generation that passed its gates, not yet live.
+pub struct Prepared {
+    /// The build (holds the build lock until published).
+    pub built: Built,
+    /// The new generation, opened.
+    pub candidate: Generation,
+    /// What the gates found (`None` when forced).
+    pub gates: Option<GateReport>,
+    /// Bad records skipped.
+    pub skipped: usize,
+}
+
+/// Reads, validates, builds and gates a catalog. The bad-record report (JSON lines: line,
+/// id, field, reason) goes to `errors_out` whether the run is rejected or not. On any
+/// failure the live generation is untouched and the unfinished build is removed.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare(
+    settings: &Settings,
+    spec: &ReindexSpec,
+    encoder: Option<&Encoder>,
+    previous: Option<usize>,
+    errors_out: Option<&Path>,
+    progress: &dyn Fn(index::Progress),
+    cancelled: &dyn Fn() -> bool,
+) -> Result<Prepared> {
+    let format = match &spec.format {
+        Some(f) => f.parse::<Format>()?,
+        None => Format::from_path(&spec.catalog)?,
+    };
+    let schema = CatalogSchema::load(&settings.schema)?;
+    let report = catalog::read_catalog(&spec.catalog, format, &schema)?;
+    if let Some(path) = errors_out {
+        write_error_report(path, &report.errors)?;
+    }
+    let (products, skipped) = report.accept(spec.skip_invalid)?;
+    if products.is_empty() {
+        return Err(Error::GateFailed(format!(
+            "{} has no valid products",
+            spec.catalog.display()
+        )));
+    }
+    let encoder = encoder.filter(|_| !spec.no_model);
+    let mut cache = match encoder {
+        Some(e) => Some(EmbeddingCache::open(&settings.data_dir, e.id(), e.dim())?),
+        None => None,
+    };
+    fn existing(p: &Path) -> Option<&Path> {
+        p.exists().then_some(p)
+    }
+    let built = index::build(
+        &settings.data_dir,
+        products,
+        BuildOptions {
+            schema: &schema,
+            user_dict: existing(&settings.user_dict),
+            brand_aliases: existing(&settings.brand_aliases),
+            encoder,
+            source: spec.catalog.display().to_string(),
+            cache: cache.as_mut(),
+            progress,
+            cancelled,
+        },
+    )?;
+    let dir = index::generation_dir(&settings.data_dir, &built.meta.name);
+    let checked = (|| {
+        let candidate = index::open_named(&settings.data_dir, &built.meta.name, encoder)?;
+        let gates = match spec.force {
+            true => None,
+            false => Some(index::check_gates(&candidate, previous, &settings.gates)?),
+        };
+        if cancelled() {
+            return Err(Error::Cancelled);
+        }
+        Ok((candidate, gates))
+    })();
+    match checked {
+        Ok((candidate, gates)) => Ok(Prepared {
+            built,
+            candidate,
+            gates,
+            skipped: skipped.len(),
+        }),
+        Err(e) => {
+            if let Err(rm) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %rm, "could not remove the rejected build");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Writes bad records as JSON lines.
+pub fn write_error_report(path: &Path, errors: &[RecordError]) -> Result<()> {
+    let mut text = String::new();
+    for e in errors {
+        text.push_str(&serde_json::to_string(e).map_err(|e| Error::Internal(e.to_string()))?);
+        text.push('\n');
+    }
+    std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Rate and time left of a stage that started at `since`.
+pub fn rate_eta(done: usize, total: usize, since: Instant) -> (f64, Option<f64>) {
+    let rate = done as f64 / since.elapsed().as_secs_f64().max(1e-3);
+    let eta = (rate > 0.0 && total >= done).then(|| (total - done) as f64 / rate);
+    (rate, eta)
+}
+
+/// A job as `GET /admin/jobs/{id}` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobStatus {
+    /// Job id.
+    pub id: String,
+    /// `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: &'static str,
+    /// The catalog.
+    pub catalog: String,
+    /// Current stage: `read`, `index`, `encode`, `gates`, `publish`.
+    pub stage: &'static str,
+    /// Done in this stage.
+    pub done: usize,
+    /// Of.
+    pub total: usize,
+    /// Items per second in this stage.
+    pub rate: f64,
+    /// Seconds left in this stage, when known.
+    pub eta_secs: Option<f64>,
+    /// Seconds since the job started.
+    pub elapsed_secs: f64,
+    /// Bad records skipped (or that rejected the run).
+    pub invalid_records: usize,
+    /// Where the bad-record report is.
+    pub errors_file: Option<PathBuf>,
+    /// What the gates found.
+    pub gates: Option<GateReport>,
+    /// The new generation, once built.
+    pub generation: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// One background job.
+pub struct Job {
+    status: Mutex<JobStatus>,
+    cancel: AtomicBool,
+    started: Instant,
+    stage_started: Mutex<Instant>,
+}
+
+impl Job {
+    /// Its current status.
+    pub fn status(&self) -> JobStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.elapsed_secs = self.started.elapsed().as_secs_f64();
+        s
+    }
+
+    /// Asks the job to stop.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Release);
+    }
+
+    /// Whether it was asked to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// Records progress.
+    pub fn progress(&self, p: index::Progress) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let mut since = self.stage_started.lock().unwrap_or_else(|e| e.into_inner());
+        if s.stage != p.stage {
+            *since = Instant::now();
+        }
+        let (rate, eta) = rate_eta(p.done, p.total, *since);
+        s.stage = p.stage;
+        s.done = p.done;
+        s.total = p.total;
+        s.rate = rate;
+        s.eta_secs = eta;
+    }
+
+    /// Changes the status.
+    pub fn update(&self, f: impl FnOnce(&mut JobStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+
+/// The jobs of this process (one catalog job runs at a time).
+#[derive(Default)]
+pub struct Jobs {
+    jobs: Mutex<HashMap<String, Arc<Job>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Jobs {
+    /// Registers a new running job, unless one is running.
+    pub fn start(&self, catalog: &Path, errors_file: PathBuf) -> Result<Arc<Job>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(running) = jobs.values().find(|j| j.status().state == "running") {
+            return Err(Error::JobRunning(running.status().id));
+        }
+        let id = format!(
+            "reindex-{}-{}",
+            crate::behavior::now(),
+            self.next.fetch_add(1, Ordering::Relaxed) + 1
+        );
+        let job = Arc::new(Job {
+            status: Mutex::new(JobStatus {
+                id: id.clone(),
+                state: "running",
+                catalog: catalog.display().to_string(),
+                stage: "read",
+                done: 0,
+                total: 0,
+                rate: 0.0,
+                eta_secs: None,
+                elapsed_secs: 0.0,
+                invalid_records: 0,
+                errors_file: Some(errors_file),
+                gates: None,
+                generation: None,
+                error: None,
+            }),
+            cancel: AtomicBool::new(false),
+            started: Instant::now(),
+            stage_started: Mutex::new(Instant::now()),
+        });
+        jobs.insert(id, job.clone());
+        Ok(job)
+    }
+
+    /// A job by id.
+    pub fn get(&self, id: &str) -> Result<Arc<Job>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::JobNotFound(id.chars().take(128).collect()))
+    }
+}

@@ -1,0 +1,151 @@
+//! Catalog writes and jobs: `PUT /products`, `PATCH /products/{id}`,
+//! `DELETE /products/{id}`, `POST /admin/reindex`, `GET`/`DELETE /admin/jobs/{id}`,
+//! `POST /admin/rollback`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{run_blocking, AppState};
+use crate::error::{Error, Result};
+use crate::index::{Outcome, Patch, ProductWrite};
+use crate::jobs::ReindexSpec;
+
+/// Routes of this file.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/products", web::put().to(put_products))
+        .route("/products/{id}", web::patch().to(patch_product))
+        .route("/products/{id}", web::delete().to(delete_product))
+        .route("/admin/reindex", web::post().to(reindex))
+        .route("/admin/rollback", web::post().to(rollback))
+        .route("/admin/jobs/{id}", web::get().to(job))
+        .route("/admin/jobs/{id}", web::delete().to(cancel_job));
+}
+
+/// Largest request body, bytes.
+const MAX_BODY: usize = 32 << 20;
+
+async fn body(state: &AppState, payload: web::Payload) -> Result<web::Bytes> {
+    match payload.to_bytes_limited(MAX_BODY).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => {
+            let e = Error::InvalidProduct {
+                index: None,
+                reason: format!("body larger than {} MiB: split it", MAX_BODY >> 20),
+            };
+            state.engine.metrics.count_error(e.code());
+            Err(e)
+        }
+        Err(e) => Err(Error::InvalidProduct {
+            index: None,
+            reason: format!("cannot read the body: {e}"),
+        }),
+    }
+}
+
+fn summary(outcomes: &[Outcome]) -> serde_json::Value {
+    let count = |o: Outcome| outcomes.iter().filter(|&&x| x == o).count();
+    json!({
+        "applied": count(Outcome::Applied),
+        "stale": count(Outcome::Stale),
+        "unchanged": count(Outcome::Unchanged),
+        "not_found": count(Outcome::NotFound),
+        "outcomes": outcomes,
+    })
+}
+
+/// Batch upsert: answers once the batch is durable (searchable within the commit interval).
+async fn put_products(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+    let body = body(&state, payload).await?;
+    let engine = state.engine.clone();
+    let outcomes = run_blocking(&state, move || {
+        let writes = engine.parse_products(&body)?;
+        engine.write_products(writes)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(summary(&outcomes)))
+}
+
+async fn patch_product(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = body(&state, payload).await?;
+    let patch: Patch = serde_json::from_slice(&body).map_err(|e| Error::InvalidProduct {
+        index: None,
+        reason: format!("malformed patch (fields: price, in_stock, sales, updated_at): {e}"),
+    })?;
+    let id = id.into_inner();
+    let engine = state.engine.clone();
+    let i = id.clone();
+    let outcomes = run_blocking(&state, move || {
+        engine.write_products(vec![ProductWrite::Patch(i, patch)])
+    })
+    .await?;
+    if outcomes == [Outcome::NotFound] {
+        return Err(Error::ProductNotFound(id.chars().take(256).collect()));
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "outcome": outcomes[0]})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteParams {
+    /// When the product was removed, Unix seconds (default: now).
+    updated_at: Option<i64>,
+}
+
+async fn delete_product(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    params: web::Query<DeleteParams>,
+) -> Result<HttpResponse> {
+    let id = id.into_inner();
+    let engine = state.engine.clone();
+    let i = id.clone();
+    let at = params.updated_at;
+    let outcomes = run_blocking(&state, move || {
+        engine.write_products(vec![ProductWrite::Delete(i, at)])
+    })
+    .await?;
+    if outcomes == [Outcome::NotFound] {
+        return Err(Error::ProductNotFound(id.chars().take(256).collect()));
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "outcome": outcomes[0]})))
+}
+
+/// Starts a background rebuild; answers 202 with the job to poll.
+async fn reindex(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+    let body = body(&state, payload).await?;
+    let spec: ReindexSpec = serde_json::from_slice(&body).map_err(|e| {
+        Error::param(
+            "body",
+            format!("expected {{\"catalog\": PATH, \"format\"?, \"skip_invalid\"?, \"force\"?, \"no_model\"?}}: {e}"),
+        )
+    })?;
+    let status = state.engine.reindex(spec)?;
+    Ok(HttpResponse::Accepted().json(status))
+}
+
+async fn rollback(state: web::Data<AppState>) -> Result<HttpResponse> {
+    let engine = state.engine.clone();
+    let name = run_blocking(&state, move || engine.rollback()).await?;
+    Ok(HttpResponse::Ok().json(json!({"generation": name})))
+}
+
+async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let s = state
+        .engine
+        .job(&id)
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Ok().json(s))
+}
+
+async fn cancel_job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let s = state
+        .engine
+        .cancel_job(&id)
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Accepted().json(s))
+}
