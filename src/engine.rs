@@ -426,8 +426,13 @@ impl Engine {
     /// Starts a rebuild from a catalog in the background; the new generation goes live
     /// only after its gates pass, with the writes taken meanwhile replayed into it.
     pub fn reindex(self: &Arc<Self>, spec: ReindexSpec) -> Result<JobStatus> {
-        let settings = match self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
-            Some(w) => w.settings.clone(),
+        // Writes acknowledged from now on are replayed into the new generation.
+        let (settings, parent) = match self.live.lock().unwrap_or_else(|e| e.into_inner()).as_ref()
+        {
+            Some(w) => (
+                w.settings.clone(),
+                (w.writer.next().meta.name.clone(), w.writer.last_seq()),
+            ),
             None => return Err(read_only()),
         };
         if !spec.catalog.is_file() {
@@ -454,6 +459,7 @@ impl Engine {
                 engine.encoder.as_deref(),
                 previous,
                 Some(&errors_file),
+                Some(parent),
                 &|p| job.progress(p),
                 &|| job.cancelled(),
             );

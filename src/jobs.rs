@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{self, Format, RecordError};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::index::{self, BuildOptions, Built, EmbeddingCache, GateReport, Generation};
+use crate::index::{self, BuildOptions, Built, GateReport, Generation};
 use crate::schema::CatalogSchema;
 use crate::settings::Settings;
 
@@ -59,6 +59,7 @@ pub fn prepare(
     encoder: Option<&Encoder>,
     previous: Option<usize>,
     errors_out: Option<&Path>,
+    parent: Option<(String, u64)>,
     progress: &dyn Fn(index::Progress),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Prepared> {
@@ -79,10 +80,6 @@ pub fn prepare(
         )));
     }
     let encoder = encoder.filter(|_| !spec.no_model);
-    let mut cache = match encoder {
-        Some(e) => Some(EmbeddingCache::open(&settings.data_dir, e.id(), e.dim())?),
-        None => None,
-    };
     fn existing(p: &Path) -> Option<&Path> {
         p.exists().then_some(p)
     }
@@ -95,9 +92,9 @@ pub fn prepare(
             brand_aliases: existing(&settings.brand_aliases),
             encoder,
             source: spec.catalog.display().to_string(),
-            cache: cache.as_mut(),
             progress,
             cancelled,
+            parent,
         },
     )?;
     let dir = index::generation_dir(&settings.data_dir, &built.meta.name);

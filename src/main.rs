@@ -545,6 +545,7 @@ fn index_catalog(
         encoder.as_ref(),
         previous,
         errors_out,
+        None,
         &|p| bar.show(p),
         &|| false,
     );

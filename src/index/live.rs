@@ -493,6 +493,11 @@ impl LiveWriter {
         Ok(n)
     }
 
+    /// The last change-log entry written.
+    pub fn last_seq(&self) -> u64 {
+        self.log.last_seq
+    }
+
     /// The newest state, committed or not.
     pub fn next(&self) -> &Generation {
         &self.next

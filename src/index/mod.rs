@@ -97,12 +97,13 @@ pub struct BuildOptions<'a> {
     pub encoder: Option<&'a Encoder>,
     /// Description of the source (file path).
     pub source: String,
-    /// Embedding cache; `None` encodes every product.
-    pub cache: Option<&'a mut EmbeddingCache>,
     /// Called as the build advances.
     pub progress: &'a dyn Fn(Progress),
     /// Polled between batches; when true the build stops with [`Error::Cancelled`].
     pub cancelled: &'a dyn Fn() -> bool,
+    /// The live generation and its change-log position when the job was accepted; writes
+    /// after it are replayed into the new generation. `None`: taken when the build starts.
+    pub parent: Option<(String, u64)>,
 }
 
 impl<'a> BuildOptions<'a> {
@@ -114,9 +115,9 @@ impl<'a> BuildOptions<'a> {
             brand_aliases: None,
             encoder: None,
             source: source.into(),
-            cache: None,
             progress: &|_| {},
             cancelled: &|| false,
+            parent: None,
         }
     }
 }
@@ -241,10 +242,15 @@ pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) ->
     remove_unfinished(data_dir);
     // The live generation's change-log position now: writes after it are replayed into
     // the new generation before it takes writes.
-    let parent = current_name(data_dir)?;
-    let parent_seq = match &parent {
-        Some(p) => live::ChangeLog::last_seq(&gens.join(p))?,
-        None => 0,
+    let (parent, parent_seq) = match opts.parent {
+        Some((name, seq)) => (Some(name), seq),
+        None => match current_name(data_dir)? {
+            Some(p) => {
+                let seq = live::ChangeLog::last_seq(&gens.join(&p))?;
+                (Some(p), seq)
+            }
+            None => (None, 0),
+        },
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,24 +336,10 @@ pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) ->
                     total,
                 })
             };
-            let rows = match opts.cache {
-                Some(cache) => {
-                    let (rows, hits) = cache.encode(encoder, &texts, progress, opts.cancelled)?;
-                    cached_vectors = hits;
-                    rows
-                }
-                None => {
-                    let mut rows = Vec::with_capacity(total);
-                    for slice in texts.chunks(256) {
-                        if (opts.cancelled)() {
-                            return Err(Error::Cancelled);
-                        }
-                        rows.extend(encoder.encode_documents(slice, |_| {})?);
-                        progress(rows.len());
-                    }
-                    rows
-                }
-            };
+            // Only texts the data directory's cache has not seen are encoded.
+            let mut cache = EmbeddingCache::open(data_dir, encoder.id(), encoder.dim())?;
+            let (rows, hits) = cache.encode(encoder, &texts, progress, opts.cancelled)?;
+            cached_vectors = hits;
             Vectors::from_rows(encoder.dim(), rows)?.write(&tmp.join("vectors.bin"))?;
             (Some(encoder.id().to_string()), encoder.dim())
         }
