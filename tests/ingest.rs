@@ -370,6 +370,8 @@ fn cli_skip_invalid_publishes_the_valid_records_and_writes_the_errors() {
             "--skip-invalid",
             "--errors",
             errors_file.to_str().unwrap(),
+            // 4 valid products replace 120: past the product-count gate on purpose.
+            "--force",
         ],
     );
     assert!(out.status.success(), "stderr: {}", text(&out.stderr));
