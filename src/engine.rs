@@ -22,7 +22,7 @@ use crate::index::{self, Generation, LiveWriter, Outcome, ProductWrite};
 use crate::intent::{IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
 use crate::jobs::{JobStatus, Jobs, ReindexSpec};
 use crate::metrics::Metrics;
-use crate::rank::{self, Explain, Profile, Profiles};
+use crate::rank::{self, profile, Explain, Profile, Profiles};
 use crate::retrieve::QueryWords;
 use crate::retrieve::{self, Facets, Filters};
 use crate::settings::Settings;
@@ -50,6 +50,8 @@ pub struct SearchRequest {
     pub explain: bool,
     /// The shopper, for personalized ranking.
     pub user: Option<String>,
+    /// Weights replacing the profile's for this request only (`w.semantic=0.6`).
+    pub overrides: std::collections::BTreeMap<String, f32>,
 }
 
 impl SearchRequest {
@@ -63,6 +65,7 @@ impl SearchRequest {
             profile: None,
             explain: false,
             user: None,
+            overrides: Default::default(),
         }
     }
 }
@@ -198,6 +201,12 @@ pub struct Engine {
     encoder: Option<Arc<Encoder>>,
     semantic_note: Option<String>,
     profiles: RwLock<Arc<Profiles>>,
+    /// Judged queries and qrels for [`Engine::eval_profile`].
+    eval_set: Option<(PathBuf, PathBuf)>,
+    /// Serializes profile edits (save + reload).
+    profile_edit: Mutex<()>,
+    /// Modification stamp of the profile folder at the last load.
+    profiles_stamp: Mutex<u128>,
     /// The writer of the live generation, when this process takes writes.
     live: Mutex<Option<Writes>>,
     jobs: Jobs,
@@ -264,6 +273,9 @@ impl Engine {
             encoder,
             semantic_note,
             profiles: RwLock::new(Arc::new(profiles)),
+            profile_edit: Mutex::new(()),
+            eval_set: None,
+            profiles_stamp: Mutex::new(profiles_stamp(&data_dir.join("profiles"))),
             live: Mutex::new(None),
             jobs: Jobs::default(),
             metrics: Metrics::default(),
@@ -410,6 +422,7 @@ impl Engine {
             loop {
                 std::thread::sleep(interval);
                 let Some(engine) = weak.upgrade() else { return };
+                engine.reload_profiles_if_changed();
                 if let Err(e) = engine.commit() {
                     tracing::error!(error = %e, "committing product writes failed; will retry");
                 }
@@ -563,11 +576,163 @@ impl Engine {
             .clone()
     }
 
-    /// Re-reads the profile files; on error the old profiles stay live.
+    /// Re-reads the profile files; on error the old profiles stay live. Searches hold
+    /// the profile set they started with, so none sees a half-changed one.
     pub fn reload_profiles(&self) -> Result<()> {
-        let fresh = Profiles::load(&self.data_dir.join("profiles"))?;
+        let _edit = self.profile_edit.lock().unwrap_or_else(|e| e.into_inner());
+        self.load_profiles()
+    }
+
+    fn load_profiles(&self) -> Result<()> {
+        let dir = self.data_dir.join("profiles");
+        let fresh = Profiles::load(&dir)?;
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) = profiles_stamp(&dir);
         Ok(())
+    }
+
+    /// Re-reads the profiles when a file in the profile folder changed (hand edits);
+    /// a broken file is logged and the old profiles stay live.
+    pub fn reload_profiles_if_changed(&self) -> bool {
+        let dir = self.data_dir.join("profiles");
+        let stamp = profiles_stamp(&dir);
+        if *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) == stamp {
+            return false;
+        }
+        match self.reload_profiles() {
+            Ok(()) => {
+                tracing::info!("profile files changed: reloaded");
+                true
+            }
+            Err(e) => {
+                // Remember the stamp: log a broken file once, not every second.
+                *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+                tracing::error!(error = %e, "a profile file is invalid; the old profiles stay live");
+                false
+            }
+        }
+    }
+
+    /// Saves profile `name` from TOML text (validated first; the old one stays live on
+    /// error), keeps a version, and makes it live.
+    pub fn put_profile(&self, name: &str, text: &str) -> Result<profile::Version> {
+        let _edit = self.profile_edit.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = self.data_dir.join("profiles");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let (_, version) = profile::save(&dir, name, text)?;
+        self.load_profiles()?;
+        Ok(version)
+    }
+
+    /// Deletes profile `name` (`default` falls back to the built-in one).
+    pub fn delete_profile(&self, name: &str) -> Result<profile::Version> {
+        let _edit = self.profile_edit.lock().unwrap_or_else(|e| e.into_inner());
+        let version = profile::remove(&self.data_dir.join("profiles"), name)?;
+        self.load_profiles()?;
+        Ok(version)
+    }
+
+    /// Makes a saved version of profile `name` live again (as a new version).
+    pub fn restore_profile(&self, name: &str, version: u64) -> Result<profile::Version> {
+        let text = profile::version_text(&self.data_dir.join("profiles"), name, version)?;
+        self.put_profile(name, &text)
+    }
+
+    /// A profile with its TOML text and current version.
+    pub fn profile_info(&self, name: &str) -> Result<serde_json::Value> {
+        let p = self.profiles().get(name)?;
+        let dir = self.data_dir.join("profiles");
+        Ok(serde_json::json!({
+            "name": name,
+            "version": profile::current_version(&dir, name),
+            "profile": &*p,
+            "toml": p.to_toml(),
+            "versions": profile::versions(&dir, name)?,
+        }))
+    }
+
+    /// Every profile's name, description and version, and the feature names.
+    pub fn profile_list(&self) -> serde_json::Value {
+        let dir = self.data_dir.join("profiles");
+        let profiles = self.profiles();
+        let list: Vec<serde_json::Value> = profiles
+            .names()
+            .into_iter()
+            .map(|n| {
+                let p = profiles.get(&n).ok();
+                serde_json::json!({
+                    "name": n,
+                    "description": p.map(|p| p.description.clone()).unwrap_or_default(),
+                    "version": profile::current_version(&dir, &n),
+                })
+            })
+            .collect();
+        serde_json::json!({"features": rank::FEATURES, "profiles": list})
+    }
+
+    /// The same search under two profiles, with each product's rank movement.
+    pub fn compare(&self, req: &SearchRequest, a: &str, b: &str) -> Result<serde_json::Value> {
+        let run = |profile: &str| {
+            let mut r = req.clone();
+            r.profile = Some(profile.to_string());
+            r.explain = false;
+            self.search(&r)
+        };
+        let (ra, rb) = (run(a)?, run(b)?);
+        let rank_of = |res: &SearchResponse, id: &str| {
+            res.hits.iter().position(|h| h.id == id).map(|i| i + 1 + (req.page - 1) * req.size)
+        };
+        let side = |res: &SearchResponse| {
+            let hits: Vec<serde_json::Value> = res
+                .hits
+                .iter()
+                .enumerate()
+                .map(|(i, h)| serde_json::json!({"id": h.id, "title": h.title, "score": h.score, "rank": i + 1 + (req.page - 1) * req.size}))
+                .collect();
+            serde_json::json!({"profile": res.profile, "total": res.total, "hits": hits})
+        };
+        let mut seen = std::collections::HashSet::new();
+        let movement: Vec<serde_json::Value> = ra
+            .hits
+            .iter()
+            .chain(&rb.hits)
+            .filter(|h| seen.insert(h.id.clone()))
+            .map(|h| {
+                let (x, y) = (rank_of(&ra, &h.id), rank_of(&rb, &h.id));
+                let delta = x.zip(y).map(|(x, y)| x as i64 - y as i64);
+                serde_json::json!({"id": h.id, "title": h.title, "rank_a": x, "rank_b": y, "delta": delta})
+            })
+            .collect();
+        Ok(serde_json::json!({"query": req.query, "a": side(&ra), "b": side(&rb), "movement": movement}))
+    }
+
+    /// Names the evaluation set of [`Engine::eval_profile`].
+    pub fn set_eval_set(&mut self, queries: PathBuf, qrels: PathBuf) {
+        self.eval_set = Some((queries, qrels));
+    }
+
+    /// A profile's offline numbers on the configured evaluation set.
+    pub fn eval_profile(&self, name: &str) -> Result<crate::eval::EvalReport> {
+        let (queries, qrels) = self.eval_set.as_ref().ok_or(Error::NoEvalSet)?;
+        self.profiles().get(name)?;
+        let queries = crate::eval::read_queries(queries)?;
+        let qrels = crate::eval::read_qrels(qrels)?;
+        crate::eval::evaluate(self, name, &queries, &qrels)
+    }
+
+    /// Users with stored behavior, most events first.
+    pub fn users(&self, limit: usize) -> Result<serde_json::Value> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let users = b.users.read().unwrap_or_else(|e| e.into_inner());
+        let mut list: Vec<(&String, usize)> =
+            users.iter().map(|(id, p)| (id, p.events)).collect();
+        list.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
+        let list: Vec<serde_json::Value> = list
+            .into_iter()
+            .take(limit)
+            .map(|(id, n)| serde_json::json!({"id": id, "events": n}))
+            .collect();
+        Ok(serde_json::json!({"users": list, "total": users.len()}))
     }
 
     /// Health facts.
@@ -744,7 +909,10 @@ impl Engine {
         let started = Instant::now();
         let query = validate(req)?;
         let profile_name = req.profile.clone().unwrap_or_else(|| "default".into());
-        let profile: Arc<Profile> = self.profiles().get(&profile_name)?;
+        let mut profile: Arc<Profile> = self.profiles().get(&profile_name)?;
+        if !req.overrides.is_empty() {
+            profile = Arc::new(Profile::with_overrides(&profile, &req.overrides)?);
+        }
         let gen = self.generation();
         let mut timings = Timings::default();
 
@@ -932,6 +1100,26 @@ impl Engine {
         self.metrics.observe_stage(name, d);
         d.as_secs_f64() * 1000.0
     }
+}
+
+/// Sum of the modification times and sizes of the profile files (changes on any edit).
+fn profiles_stamp(dir: &Path) -> u128 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("toml"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            t.wrapping_mul(31).wrapping_add(m.len() as u128)
+        })
+        .fold(0u128, |a, x| a.wrapping_add(x))
 }
 
 fn read_only() -> Error {

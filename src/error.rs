@@ -111,6 +111,9 @@ pub enum Error {
     /// Another catalog job is running.
     #[error("a catalog job is already running: {0}")]
     JobRunning(String),
+    /// No evaluation set is configured.
+    #[error("no evaluation set: set `eval_queries` and `eval_qrels` in the settings")]
+    NoEvalSet,
     /// No such job.
     #[error("job `{0}` not found")]
     JobNotFound(String),
@@ -178,6 +181,7 @@ impl Error {
             Error::Cancelled => "cancelled",
             Error::JobRunning(_) => "job_running",
             Error::JobNotFound(_) => "job_not_found",
+            Error::NoEvalSet => "no_eval_set",
             Error::Io { .. } => "io_error",
             Error::Index(_) => "index_error",
             Error::Inference(_) => "inference_error",

@@ -294,6 +294,7 @@ fn main() -> anyhow::Result<()> {
                 profile,
                 explain,
                 user,
+                overrides: Default::default(),
             };
             let res = engine.search(&req)?;
             if json {
@@ -351,6 +352,9 @@ fn main() -> anyhow::Result<()> {
             settings.validate()?;
             let mut engine = open_engine(&settings)?;
             attach_events(&mut engine, &settings)?;
+            if let (Some(q), Some(r)) = (&settings.eval_queries, &settings.eval_qrels) {
+                engine.set_eval_set(q.clone(), r.clone());
+            }
             engine.enable_writes(&settings)?;
             let engine = Arc::new(engine);
             engine.start_background();

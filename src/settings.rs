@@ -41,6 +41,10 @@ pub struct Settings {
     pub commit_interval_ms: u64,
     /// Gates a rebuilt generation must pass before it goes live.
     pub gates: crate::index::Gates,
+    /// Judged queries (`qid<TAB>query`) for `GET /profiles/{name}/eval`.
+    pub eval_queries: Option<PathBuf>,
+    /// Their judgments (TREC qrels).
+    pub eval_qrels: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -60,6 +64,8 @@ impl Default for Settings {
             retention_days: 365,
             commit_interval_ms: 500,
             gates: crate::index::Gates::default(),
+            eval_queries: None,
+            eval_qrels: None,
         }
     }
 }

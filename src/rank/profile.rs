@@ -111,6 +111,19 @@ impl Profile {
         self.weights.get(feature).copied().unwrap_or(0.0)
     }
 
+    /// The profile with single weights replaced (`w.semantic=0.6` on a request).
+    pub fn with_overrides(
+        profile: &Profile,
+        overrides: &BTreeMap<String, f32>,
+    ) -> Result<Profile> {
+        let mut p = profile.clone();
+        for (k, v) in overrides {
+            p.weights.insert(k.clone(), *v);
+        }
+        p.validate().map_err(|reason| Error::param("w.*", reason))?;
+        Ok(p)
+    }
+
     /// Checks names and values.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (name, w) in &self.weights {
@@ -237,9 +250,169 @@ impl Profiles {
     }
 }
 
+/// One saved version of a profile.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Version {
+    /// Version id: when it was saved, Unix milliseconds.
+    pub version: u64,
+    /// `put` or `delete`.
+    pub action: &'static str,
+}
+
+/// Where profile `name`'s versions are kept.
+fn history_dir(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(".history").join(name)
+}
+
+/// Checks a profile name (a file stem): 1-64 of `[A-Za-z0-9_-]`, not `bm25`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(Error::param(
+            "name",
+            "a profile name is 1 to 64 letters, digits, `_` or `-`",
+        ));
+    }
+    if name == "bm25" {
+        return Err(Error::param("name", "`bm25` is built in and cannot be changed"));
+    }
+    Ok(())
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("toml.tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    f.write_all(text.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::io(parent, e))?;
+    }
+    Ok(())
+}
+
+/// Validates `text` and saves it as profile `name` in `dir`, keeping a timestamped copy
+/// in `dir/.history/name/`. Nothing is written when the text is invalid.
+pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
+    check_name(name)?;
+    let path = dir.join(format!("{name}.toml"));
+    let profile = Profile::parse(text, &path)?;
+    let hist = history_dir(dir, name);
+    std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
+    let mut version = now_ms();
+    while hist.join(format!("{version}.toml")).exists() || hist.join(format!("{version}.deleted")).exists() {
+        version += 1;
+    }
+    write_atomic(&hist.join(format!("{version}.toml")), text)?;
+    write_atomic(&path, text)?;
+    Ok((
+        profile,
+        Version {
+            version,
+            action: "put",
+        },
+    ))
+}
+
+/// Removes profile `name` (its history stays, so it can be restored).
+pub fn remove(dir: &Path, name: &str) -> Result<Version> {
+    check_name(name)?;
+    let path = dir.join(format!("{name}.toml"));
+    if !path.exists() {
+        return Err(Error::UnknownProfile {
+            name: name.into(),
+            known: String::new(),
+        });
+    }
+    let hist = history_dir(dir, name);
+    std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
+    let version = now_ms();
+    write_atomic(&hist.join(format!("{version}.deleted")), "")?;
+    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(Version {
+        version,
+        action: "delete",
+    })
+}
+
+/// The saved versions of profile `name`, oldest first.
+pub fn versions(dir: &Path, name: &str) -> Result<Vec<Version>> {
+    let hist = history_dir(dir, name);
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&hist) {
+        for e in entries.flatten() {
+            let f = e.file_name().to_string_lossy().to_string();
+            let (stem, action) = match f.split_once('.') {
+                Some((s, "toml")) => (s.to_string(), "put"),
+                Some((s, "deleted")) => (s.to_string(), "delete"),
+                _ => continue,
+            };
+            if let Ok(version) = stem.parse() {
+                out.push(Version { version, action });
+            }
+        }
+    }
+    out.sort_by_key(|v| v.version);
+    Ok(out)
+}
+
+/// The text of one saved version.
+pub fn version_text(dir: &Path, name: &str, version: u64) -> Result<String> {
+    let path = history_dir(dir, name).join(format!("{version}.toml"));
+    std::fs::read_to_string(&path).map_err(|_| {
+        Error::param(
+            "version",
+            format!("profile `{name}` has no saved version {version}"),
+        )
+    })
+}
+
+/// The newest saved version of `name`, if it was saved through [`save`].
+pub fn current_version(dir: &Path, name: &str) -> Option<u64> {
+    versions(dir, name)
+        .ok()?
+        .last()
+        .filter(|v| v.action == "put")
+        .map(|v| v.version)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saves_versions_restores_and_refuses_bad_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, v1) = save(dir.path(), "a", "[weights]\nbm25 = 1.0\n").unwrap();
+        let (_, v2) = save(dir.path(), "a", "[weights]\nbm25 = 2.0\n").unwrap();
+        assert!(v2.version > v1.version);
+        assert!(save(dir.path(), "a", "[weights]\nbm26 = 1.0\n").is_err());
+        assert!(save(dir.path(), "../x", "[weights]\nbm25 = 1.0\n").is_err());
+        assert!(save(dir.path(), "bm25", "[weights]\nbm25 = 1.0\n").is_err());
+        let text = std::fs::read_to_string(dir.path().join("a.toml")).unwrap();
+        assert!(text.contains("2.0"), "a rejected save leaves the file alone");
+        assert_eq!(version_text(dir.path(), "a", v1.version).unwrap(), "[weights]\nbm25 = 1.0\n");
+        remove(dir.path(), "a").unwrap();
+        assert!(!dir.path().join("a.toml").exists());
+        let vs = versions(dir.path(), "a").unwrap();
+        assert_eq!(vs.iter().map(|v| v.action).collect::<Vec<_>>(), ["put", "put", "delete"]);
+        assert_eq!(current_version(dir.path(), "a"), None);
+        assert!(Profiles::load(dir.path()).unwrap().get("a").is_err());
+    }
 
     #[test]
     fn built_ins_are_valid_and_round_trip() {

@@ -28,7 +28,7 @@ impl ResponseError for Error {
                 StatusCode::NOT_FOUND
             }
             Error::JobRunning(_) => StatusCode::CONFLICT,
-            Error::ReadOnly(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Error::ReadOnly(_) | Error::NoEvalSet => StatusCode::SERVICE_UNAVAILABLE,
             Error::GateFailed(_) | Error::Cancelled => StatusCode::UNPROCESSABLE_ENTITY,
             Error::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
             Error::InvalidProfile { .. }

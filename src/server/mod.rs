@@ -5,6 +5,7 @@
 mod catalog;
 mod error;
 mod events;
+mod profiles;
 mod search;
 mod status;
 
@@ -70,6 +71,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(search::configure)
     .configure(events::configure)
     .configure(catalog::configure)
+    .configure(profiles::configure)
     .configure(status::configure)
     .default_service(web::to(error::not_found));
 }

@@ -12,13 +12,15 @@ use crate::retrieve::Filters;
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/search", web::get().to(search))
+        .route("/compare", web::get().to(compare))
         .route("/analyze", web::get().to(analyze))
         .route("/suggest", web::get().to(suggest));
 }
 
 /// Query parameters, as text so each bad value gets an error naming its parameter.
+/// `w.FEATURE=weight` overrides one weight of the profile for this request; any other
+/// unknown parameter is an error.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct SearchParams {
     q: Option<String>,
     brand: Option<String>,
@@ -31,7 +33,13 @@ pub struct SearchParams {
     profile: Option<String>,
     explain: Option<String>,
     user: Option<String>,
+    #[serde(flatten)]
+    rest: std::collections::BTreeMap<String, String>,
 }
+
+/// Known `/search` parameters (for the unknown-parameter error).
+const SEARCH_PARAMS: &str =
+    "q, brand, category, price_min, price_max, in_stock, page, size, profile, explain, user, w.FEATURE";
 
 fn parse<T: std::str::FromStr>(name: &str, v: Option<String>, what: &str) -> Result<Option<T>> {
     match v.as_deref().map(str::trim) {
@@ -61,8 +69,25 @@ fn text(v: Option<String>) -> Option<String> {
 impl TryFrom<SearchParams> for SearchRequest {
     type Error = Error;
 
-    fn try_from(p: SearchParams) -> Result<SearchRequest> {
+    fn try_from(mut p: SearchParams) -> Result<SearchRequest> {
+        let mut overrides = std::collections::BTreeMap::new();
+        for (name, value) in std::mem::take(&mut p.rest) {
+            match name.strip_prefix("w.") {
+                Some(feature) => {
+                    let w = parse(&name, Some(value), "a number")?.unwrap_or(0.0);
+                    overrides.insert(feature.to_string(), w);
+                }
+                None if ["a", "b"].contains(&name.as_str()) => {}
+                None => {
+                    return Err(Error::param(
+                        &name,
+                        format!("unknown parameter (known: {SEARCH_PARAMS})"),
+                    ))
+                }
+            }
+        }
         Ok(SearchRequest {
+            overrides,
             query: p
                 .q
                 .ok_or_else(|| Error::param("q", "missing: pass the query as ?q=..."))?,
@@ -127,6 +152,28 @@ async fn search(
         .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.search(&req)).await?;
+    Ok(HttpResponse::Ok().json(res))
+}
+
+/// `GET /compare?q=&a=&b=` (and every `/search` parameter): both rankings side by side.
+async fn compare(state: web::Data<AppState>, http: HttpRequest) -> Result<HttpResponse> {
+    let pairs = web::Query::<std::collections::BTreeMap<String, String>>::from_query(
+        http.query_string(),
+    )
+    .map_err(|e| Error::param("query", e.to_string()));
+    let parsed = check_utf8(http.query_string()).and_then(|_| {
+        let mut pairs = pairs?.into_inner();
+        let a = pairs.remove("a").unwrap_or_else(|| "default".into());
+        let b = pairs
+            .remove("b")
+            .ok_or_else(|| Error::param("b", "missing: name the second profile"))?;
+        let params: SearchParams = serde_json::from_value(serde_json::to_value(pairs).unwrap_or_default())
+            .map_err(|e| Error::param("query", e.to_string()))?;
+        Ok((SearchRequest::try_from(params)?, a, b))
+    });
+    let (req, a, b) = parsed.inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let engine = state.engine.clone();
+    let res = run_blocking(&state, move || engine.compare(&req, &a, &b)).await?;
     Ok(HttpResponse::Ok().json(res))
 }
 

@@ -1,0 +1,123 @@
+//! Ranking profiles over HTTP: `GET /profiles`, `GET/PUT/DELETE /profiles/{name}`,
+//! `POST /profiles/{name}/restore?version=`, `GET /profiles/{name}/eval`; `GET /users`; and
+//! the console page at `GET /` and `GET /console`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::{run_blocking, AppState};
+use crate::error::{Error, Result};
+
+/// Routes of this file.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(console))
+        .route("/console", web::get().to(console))
+        .route("/profiles", web::get().to(list))
+        .route("/profiles/{name}", web::get().to(get))
+        .route("/profiles/{name}", web::put().to(put))
+        .route("/profiles/{name}", web::delete().to(delete))
+        .route("/profiles/{name}/restore", web::post().to(restore))
+        .route("/profiles/{name}/eval", web::get().to(eval))
+        .route("/users", web::get().to(users));
+}
+
+const CONSOLE: &str = include_str!("../../console/index.html");
+
+async fn console() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(CONSOLE)
+}
+
+async fn list(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.engine.profile_list())
+}
+
+async fn get(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let info = state
+        .engine
+        .profile_info(&name)
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Ok().json(info))
+}
+
+/// The body is the profile as TOML (as in `DATA_DIR/profiles/NAME.toml`) or as JSON.
+async fn put(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse> {
+    let name = name.into_inner();
+    let bad = |reason: String| Error::InvalidProfile {
+        path: format!("PUT /profiles/{name}").into(),
+        reason,
+    };
+    let text = std::str::from_utf8(&body)
+        .map_err(|e| bad(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?
+        .to_string();
+    let text = match text.trim_start().starts_with('{') {
+        true => {
+            let p: crate::rank::Profile =
+                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            p.to_toml()
+        }
+        false => text,
+    };
+    let engine = state.engine.clone();
+    let n = name.clone();
+    let version = run_blocking(&state, move || engine.put_profile(&n, &text)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "version": version})))
+}
+
+async fn delete(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let name = name.into_inner();
+    let engine = state.engine.clone();
+    let n = name.clone();
+    let version = run_blocking(&state, move || engine.delete_profile(&n)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "deleted": version})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestoreParams {
+    version: u64,
+}
+
+async fn restore(
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    params: web::Query<RestoreParams>,
+) -> Result<HttpResponse> {
+    let name = name.into_inner();
+    let engine = state.engine.clone();
+    let n = name.clone();
+    let v = params.version;
+    let version = run_blocking(&state, move || engine.restore_profile(&n, v)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "restored": v, "version": version})))
+}
+
+/// The profile's numbers on the evaluation set named in the settings.
+async fn eval(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
+    let engine = state.engine.clone();
+    let name = name.into_inner();
+    let report = run_blocking(&state, move || engine.eval_profile(&name)).await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersParams {
+    limit: Option<usize>,
+}
+
+async fn users(
+    state: web::Data<AppState>,
+    params: web::Query<UsersParams>,
+) -> Result<HttpResponse> {
+    let limit = params.limit.unwrap_or(50).min(1000);
+    let list = state
+        .engine
+        .users(limit)
+        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    Ok(HttpResponse::Ok().json(list))
+}
