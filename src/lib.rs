@@ -20,6 +20,7 @@ pub mod eval;
 pub mod eval_personal;
 pub mod index;
 pub mod intent;
+pub mod judgments;
 pub mod metrics;
 pub mod rank;
 pub mod retrieve;
@@ -27,6 +28,7 @@ pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod suggest;
+pub mod tune;
 
 pub use engine::{Engine, SearchRequest, SearchResponse};
 pub use error::{Error, Result};
