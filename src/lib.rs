@@ -7,6 +7,7 @@
 //!       -> retrieve (BM25 ∪ nearest vectors, filters, facets) -> rank (features × profile)
 //!       -> engine (wires the stages) -> server (HTTP) / main (CLI)
 //! events -> behavior (validate, durable store, user profiles) -> rank's personal features
+//! judged queries -> eval (metrics, significance) -> tune (weights); search log -> judgments
 //! ```
 #![warn(missing_docs)]
 
