@@ -587,7 +587,10 @@ impl Engine {
         let dir = self.data_dir.join("profiles");
         let fresh = Profiles::load(&dir)?;
         *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
-        *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) = profiles_stamp(&dir);
+        *self
+            .profiles_stamp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = profiles_stamp(&dir);
         Ok(())
     }
 
@@ -596,7 +599,12 @@ impl Engine {
     pub fn reload_profiles_if_changed(&self) -> bool {
         let dir = self.data_dir.join("profiles");
         let stamp = profiles_stamp(&dir);
-        if *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) == stamp {
+        if *self
+            .profiles_stamp
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            == stamp
+        {
             return false;
         }
         match self.reload_profiles() {
@@ -606,7 +614,10 @@ impl Engine {
             }
             Err(e) => {
                 // Remember the stamp: log a broken file once, not every second.
-                *self.profiles_stamp.lock().unwrap_or_else(|e| e.into_inner()) = stamp;
+                *self
+                    .profiles_stamp
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = stamp;
                 tracing::error!(error = %e, "a profile file is invalid; the old profiles stay live");
                 false
             }
@@ -680,7 +691,10 @@ impl Engine {
         };
         let (ra, rb) = (run(a)?, run(b)?);
         let rank_of = |res: &SearchResponse, id: &str| {
-            res.hits.iter().position(|h| h.id == id).map(|i| i + 1 + (req.page - 1) * req.size)
+            res.hits
+                .iter()
+                .position(|h| h.id == id)
+                .map(|i| i + 1 + (req.page - 1) * req.size)
         };
         let side = |res: &SearchResponse| {
             let hits: Vec<serde_json::Value> = res
@@ -703,7 +717,9 @@ impl Engine {
                 serde_json::json!({"id": h.id, "title": h.title, "rank_a": x, "rank_b": y, "delta": delta})
             })
             .collect();
-        Ok(serde_json::json!({"query": req.query, "a": side(&ra), "b": side(&rb), "movement": movement}))
+        Ok(
+            serde_json::json!({"query": req.query, "a": side(&ra), "b": side(&rb), "movement": movement}),
+        )
     }
 
     /// Names the evaluation set of [`Engine::eval_profile`].
@@ -712,20 +728,20 @@ impl Engine {
     }
 
     /// A profile's offline numbers on the configured evaluation set.
-    pub fn eval_profile(&self, name: &str) -> Result<crate::eval::EvalReport> {
+    /// `{"profile", "mrr@10", "ndcg@10", "recall@10", "map", ..., "queries"}`.
+    pub fn eval_profile(&self, name: &str) -> Result<serde_json::Value> {
         let (queries, qrels) = self.eval_set.as_ref().ok_or(Error::NoEvalSet)?;
-        self.profiles().get(name)?;
         let queries = crate::eval::read_queries(queries)?;
         let qrels = crate::eval::read_qrels(qrels)?;
-        crate::eval::evaluate(self, name, &queries, &qrels)
+        let run = crate::eval::run(self, &[name.to_string()], &queries, &qrels, 10)?;
+        Ok(crate::eval::report::json(&run, false)["profiles"][0].clone())
     }
 
     /// Users with stored behavior, most events first.
     pub fn users(&self, limit: usize) -> Result<serde_json::Value> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
         let users = b.users.read().unwrap_or_else(|e| e.into_inner());
-        let mut list: Vec<(&String, usize)> =
-            users.iter().map(|(id, p)| (id, p.events)).collect();
+        let mut list: Vec<(&String, usize)> = users.iter().map(|(id, p)| (id, p.events)).collect();
         list.sort_by(|x, y| y.1.cmp(&x.1).then_with(|| x.0.cmp(y.0)));
         let list: Vec<serde_json::Value> = list
             .into_iter()

@@ -1,66 +1,59 @@
-//! Offline evaluation: judged queries + an engine + a profile -> MRR@10, NDCG@10 and
-//! Recall@1/10/100.
+//! Offline evaluation: judged queries + an engine + ranking profiles -> NDCG@k, MRR@k,
+//! Recall@k and MAP per profile and per query, and a paired randomization test of the
+//! first profile against each other one.
 //!
 //! Queries are `qid<TAB>query`; judgments are TREC qrels (`qid 0 pid grade`). A query with
 //! no positive judgment is skipped (it cannot be scored), and the count of scored queries
-//! is reported.
+//! is reported. Each query's ranked list is the engine's top [`metrics::DEPTH`] hits.
 
-use std::collections::HashMap;
+pub mod metrics;
+pub mod report;
+pub mod significance;
+
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use serde::Serialize;
 
+pub use metrics::{Metric, QueryScores};
+pub use significance::{randomization_test, Randomization};
+
 use crate::engine::{Engine, SearchRequest};
 use crate::error::{Error, Result};
-
-/// Aggregate metrics over the scored queries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct EvalReport {
-    /// Profile evaluated.
-    pub profile: String,
-    /// Mean reciprocal rank of the first relevant hit in the top 10.
-    #[serde(rename = "mrr@10")]
-    pub mrr10: f64,
-    /// NDCG@10 with gain 2^grade - 1.
-    #[serde(rename = "ndcg@10")]
-    pub ndcg10: f64,
-    /// Share of relevant products in the top 1.
-    #[serde(rename = "recall@1")]
-    pub recall1: f64,
-    /// ... in the top 10.
-    #[serde(rename = "recall@10")]
-    pub recall10: f64,
-    /// ... in the top 100.
-    #[serde(rename = "recall@100")]
-    pub recall100: f64,
-    /// Queries scored.
-    pub queries: usize,
-}
 
 /// Judgments: query id -> product id -> grade.
 pub type Qrels = HashMap<String, HashMap<String, u32>>;
 
-/// Reads `qid<TAB>query` lines.
+fn bad_line(path: &Path, line: usize, what: &str) -> Error {
+    Error::Config(format!("{}:{line}: {what}", path.display()))
+}
+
+/// Reads `qid<TAB>query` lines (blank lines are skipped; ids must be unique).
 pub fn read_queries(path: &Path) -> Result<Vec<(String, String)>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
+    let mut seen = HashSet::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let (qid, query) = line.split_once('\t').ok_or_else(|| {
-            Error::Config(format!(
-                "{}:{}: expected `qid<TAB>query`",
-                path.display(),
-                i + 1
-            ))
-        })?;
-        out.push((qid.trim().to_string(), query.trim().to_string()));
+        let bad = |what: &str| bad_line(path, i + 1, what);
+        let (qid, query) = line
+            .split_once('\t')
+            .ok_or_else(|| bad("expected `qid<TAB>query`"))?;
+        let (qid, query) = (qid.trim(), query.trim());
+        if qid.is_empty() || query.is_empty() {
+            return Err(bad("expected `qid<TAB>query` with both parts non-empty"));
+        }
+        if !seen.insert(qid.to_string()) {
+            return Err(bad(&format!("query id `{qid}` appears twice")));
+        }
+        out.push((qid.to_string(), query.to_string()));
     }
     Ok(out)
 }
 
-/// Reads TREC qrels (`qid iter pid grade`, whitespace-separated).
+/// Reads TREC qrels (`qid iter pid grade`, whitespace-separated; grade a whole number >= 0).
 pub fn read_qrels(path: &Path) -> Result<Qrels> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut out: Qrels = HashMap::new();
@@ -69,93 +62,167 @@ pub fn read_qrels(path: &Path) -> Result<Qrels> {
         if cols.is_empty() {
             continue;
         }
-        let grade = match cols.as_slice() {
-            [_, _, _, g] => g.parse::<u32>().ok(),
-            _ => None,
-        }
-        .ok_or_else(|| {
-            Error::Config(format!(
-                "{}:{}: expected `qid 0 pid grade`",
-                path.display(),
-                i + 1
-            ))
+        let [qid, _, pid, grade] = cols.as_slice() else {
+            return Err(bad_line(
+                path,
+                i + 1,
+                &format!("expected 4 columns `qid 0 pid grade`, found {}", cols.len()),
+            ));
+        };
+        let grade = grade.parse::<u32>().map_err(|_| {
+            bad_line(
+                path,
+                i + 1,
+                &format!("grade `{grade}` is not a whole number >= 0"),
+            )
         })?;
-        out.entry(cols[0].to_string())
+        out.entry(qid.to_string())
             .or_default()
-            .insert(cols[2].to_string(), grade);
+            .insert(pid.to_string(), grade);
     }
     Ok(out)
 }
 
 /// Scores one ranked list against its judgments: (rr@10, ndcg@10, recall@1, @10, @100).
 pub fn score_list(ranked: &[String], judged: &HashMap<String, u32>) -> [f64; 5] {
-    let grade = |id: &String| judged.get(id).copied().unwrap_or(0);
-    let relevant = judged.values().filter(|&&g| g > 0).count();
-    let rr = ranked
-        .iter()
-        .take(10)
-        .position(|id| grade(id) > 0)
-        .map_or(0.0, |i| 1.0 / (i + 1) as f64);
-    let dcg = |grades: &mut dyn Iterator<Item = u32>| -> f64 {
-        grades
-            .take(10)
-            .enumerate()
-            .map(|(i, g)| ((1u64 << g.min(30)) - 1) as f64 / ((i + 2) as f64).log2())
-            .sum()
-    };
-    let mut ideal: Vec<u32> = judged.values().copied().filter(|&g| g > 0).collect();
-    ideal.sort_unstable_by(|a, b| b.cmp(a));
-    let idcg = dcg(&mut ideal.into_iter());
-    let ndcg = if idcg > 0.0 {
-        dcg(&mut ranked.iter().map(grade)) / idcg
-    } else {
-        0.0
-    };
-    let recall = |k: usize| {
-        if relevant == 0 {
-            return 0.0;
-        }
-        ranked.iter().take(k).filter(|id| grade(id) > 0).count() as f64 / relevant as f64
-    };
-    [rr, ndcg, recall(1), recall(10), recall(100)]
+    let s = score_ranked(ranked, judged, 10);
+    [s.rr, s.ndcg, s.recall1, s.recall, s.recall100]
 }
 
-/// Runs every judged query through the engine with `profile`.
-pub fn evaluate(
+/// Scores one ranked list of product ids against its judgments at cutoff `k`.
+pub fn score_ranked(ranked: &[String], judged: &HashMap<String, u32>, k: usize) -> QueryScores {
+    let grades: Vec<u32> = ranked
+        .iter()
+        .map(|id| judged.get(id).copied().unwrap_or(0))
+        .collect();
+    let all: Vec<u32> = judged.values().copied().collect();
+    QueryScores::from_grades(&grades, &all, k)
+}
+
+/// A query (id, text) with its judgments.
+pub type Judged<'a> = (&'a (String, String), &'a HashMap<String, u32>);
+
+/// The judged queries that can be scored (at least one positive judgment), in file order,
+/// and how many were skipped.
+pub fn scorable<'a>(queries: &'a [(String, String)], qrels: &'a Qrels) -> (Vec<Judged<'a>>, usize) {
+    let out: Vec<_> = queries
+        .iter()
+        .filter_map(|q| {
+            let j = qrels.get(&q.0).filter(|j| j.values().any(|&g| g > 0))?;
+            Some((q, j))
+        })
+        .collect();
+    let skipped = queries.len() - out.len();
+    (out, skipped)
+}
+
+/// One profile's results.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfileResult {
+    /// Profile name.
+    pub profile: String,
+    /// Means over the scored queries.
+    pub mean: QueryScores,
+    /// Per scored query, in the order of [`EvalRun::queries`].
+    pub per_query: Vec<QueryScores>,
+}
+
+/// The first profile against another one, per-query paired.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    /// The first profile.
+    pub baseline: String,
+    /// The other one.
+    pub profile: String,
+    /// On NDCG@k.
+    pub ndcg: Randomization,
+    /// On RR@k (MRR@k).
+    pub mrr: Randomization,
+}
+
+/// A whole evaluation.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRun {
+    /// Cutoff of MRR, NDCG and Recall.
+    pub k: usize,
+    /// Scored queries (id, text).
+    pub queries: Vec<(String, String)>,
+    /// Queries skipped for lack of a positive judgment.
+    pub skipped: usize,
+    /// One per profile, in the order asked.
+    pub profiles: Vec<ProfileResult>,
+    /// The first profile against each other one.
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Compares per-query results of `base` and `other` with the randomization test.
+pub fn compare(base: &ProfileResult, other: &ProfileResult) -> Comparison {
+    let col = |r: &ProfileResult, m: Metric| -> Vec<f64> {
+        r.per_query.iter().map(|s| m.of(s)).collect()
+    };
+    let test = |m: Metric| {
+        randomization_test(
+            &col(base, m),
+            &col(other, m),
+            significance::PERMUTATIONS,
+            significance::SEED,
+        )
+    };
+    Comparison {
+        baseline: base.profile.clone(),
+        profile: other.profile.clone(),
+        ndcg: test(Metric::Ndcg),
+        mrr: test(Metric::Mrr),
+    }
+}
+
+/// Runs every judged query through the engine with each profile (unknown names fail
+/// before any search), at cutoff `k`.
+pub fn run(
     engine: &Engine,
-    profile: &str,
+    profiles: &[String],
     queries: &[(String, String)],
     qrels: &Qrels,
-) -> Result<EvalReport> {
-    let mut sums = [0.0; 5];
-    let mut n = 0;
-    for (qid, query) in queries {
-        let Some(judged) = qrels.get(qid).filter(|j| j.values().any(|&g| g > 0)) else {
-            continue;
-        };
-        let mut req = SearchRequest::new(query.clone());
-        req.profile = Some(profile.to_string());
-        req.size = 100;
-        let ranked: Vec<String> = engine
-            .search(&req)?
-            .hits
-            .into_iter()
-            .map(|h| h.id)
-            .collect();
-        for (s, v) in sums.iter_mut().zip(score_list(&ranked, judged)) {
-            *s += v;
-        }
-        n += 1;
+    k: usize,
+) -> Result<EvalRun> {
+    if k == 0 {
+        return Err(Error::param("k", "the cutoff must be at least 1"));
     }
-    let mean = |s: f64| if n > 0 { s / n as f64 } else { 0.0 };
-    Ok(EvalReport {
-        profile: profile.to_string(),
-        mrr10: mean(sums[0]),
-        ndcg10: mean(sums[1]),
-        recall1: mean(sums[2]),
-        recall10: mean(sums[3]),
-        recall100: mean(sums[4]),
-        queries: n,
+    for p in profiles {
+        engine.profiles().get(p)?;
+    }
+    let (scored, skipped) = scorable(queries, qrels);
+    let mut results = Vec::new();
+    for profile in profiles {
+        let mut per_query = Vec::with_capacity(scored.len());
+        for ((_, query), judged) in &scored {
+            let mut req = SearchRequest::new(query.clone());
+            req.profile = Some(profile.clone());
+            req.size = metrics::DEPTH;
+            let ranked: Vec<String> = engine
+                .search(&req)?
+                .hits
+                .into_iter()
+                .map(|h| h.id)
+                .collect();
+            per_query.push(score_ranked(&ranked, judged, k));
+        }
+        results.push(ProfileResult {
+            profile: profile.clone(),
+            mean: QueryScores::mean(&per_query),
+            per_query,
+        });
+    }
+    let comparisons = match results.split_first() {
+        Some((base, rest)) => rest.iter().map(|r| compare(base, r)).collect(),
+        None => Vec::new(),
+    };
+    Ok(EvalRun {
+        k,
+        queries: scored.iter().map(|(q, _)| (*q).clone()).collect(),
+        skipped,
+        profiles: results,
+        comparisons,
     })
 }
 
@@ -170,20 +237,36 @@ mod tests {
     #[test]
     fn scores_a_single_relevant_product() {
         let judged: HashMap<String, u32> = [("b".to_string(), 1)].into_iter().collect();
-        let [rr, ndcg, r1, r10, r100] = score_list(&ids(&["a", "b", "c"]), &judged);
-        assert!((rr - 0.5).abs() < 1e-9);
-        assert!((ndcg - 1.0 / 3f64.log2()).abs() < 1e-9);
-        assert_eq!((r1, r10, r100), (0.0, 1.0, 1.0));
-        assert_eq!(score_list(&ids(&["x"]), &judged), [0.0; 5]);
+        let s = score_ranked(&ids(&["a", "b", "c"]), &judged, 10);
+        assert!((s.rr - 0.5).abs() < 1e-9);
+        assert!((s.ndcg - 1.0 / 3f64.log2()).abs() < 1e-9);
+        assert!((s.ap - 0.5).abs() < 1e-9);
+        assert_eq!((s.recall1, s.recall, s.recall100), (0.0, 1.0, 1.0));
+        assert_eq!(
+            score_ranked(&ids(&["x"]), &judged, 10),
+            QueryScores::default()
+        );
     }
 
     #[test]
-    fn graded_ndcg_prefers_the_better_product_first() {
-        let judged: HashMap<String, u32> = [("a".to_string(), 2), ("b".to_string(), 1)]
-            .into_iter()
-            .collect();
-        let best = score_list(&ids(&["a", "b"]), &judged)[1];
-        let worse = score_list(&ids(&["b", "a"]), &judged)[1];
-        assert!((best - 1.0).abs() < 1e-9 && worse < best);
+    fn malformed_files_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let q = dir.path().join("q.tsv");
+        std::fs::write(&q, "1\t口红\n\n2 no tab\n").unwrap();
+        let err = read_queries(&q).unwrap_err().to_string();
+        assert!(err.contains("q.tsv:3:"), "{err}");
+        std::fs::write(&q, "1\t口红\n1\t面霜\n").unwrap();
+        let err = read_queries(&q).unwrap_err().to_string();
+        assert!(err.contains("q.tsv:2:") && err.contains("twice"), "{err}");
+        let r = dir.path().join("r.tsv");
+        std::fs::write(&r, "1 0 a 1\n1 0 b high\n").unwrap();
+        let err = read_qrels(&r).unwrap_err().to_string();
+        assert!(err.contains("r.tsv:2:") && err.contains("high"), "{err}");
+        std::fs::write(&r, "1 0 a\n").unwrap();
+        let err = read_qrels(&r).unwrap_err().to_string();
+        assert!(
+            err.contains("r.tsv:1:") && err.contains("4 columns"),
+            "{err}"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //!       -> retrieve (BM25 ∪ nearest vectors, filters, facets) -> rank (features × profile)
 //!       -> engine (wires the stages) -> server (HTTP) / main (CLI)
 //! events -> behavior (validate, durable store, user profiles) -> rank's personal features
+//! judged queries -> eval (metrics, significance) -> tune (weights); search log -> judgments
 //! ```
 #![warn(missing_docs)]
 
@@ -21,6 +22,7 @@ pub mod eval_personal;
 pub mod index;
 pub mod intent;
 pub mod jobs;
+pub mod judgments;
 pub mod metrics;
 pub mod rank;
 pub mod retrieve;
@@ -28,6 +30,7 @@ pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod suggest;
+pub mod tune;
 
 pub use engine::{Engine, SearchRequest, SearchResponse};
 pub use error::{Error, Result};

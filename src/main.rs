@@ -1,9 +1,9 @@
-//! The `shoprank` command line: index, search, serve, eval.
+//! The `shoprank` command line: index, search, serve, eval, judgments, tune.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
 use shoprank::catalog::{self, Format};
@@ -183,7 +183,8 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
-    /// Evaluate ranking profiles on judged queries.
+    /// Evaluate ranking profiles on judged queries: NDCG@k, MRR@k, Recall@k, MAP, and a
+    /// paired randomization test of the first profile against each other one.
     Eval {
         /// Queries: `qid<TAB>query`.
         #[arg(long)]
@@ -194,7 +195,72 @@ enum Command {
         /// Profiles to evaluate (repeat the flag); default: `default`.
         #[arg(long)]
         profile: Vec<String>,
-        /// One JSON object per profile.
+        /// Cutoff of NDCG, MRR and Recall.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Also print one row per query.
+        #[arg(long)]
+        per_query: bool,
+        /// text, json or markdown.
+        #[arg(long, default_value = "text")]
+        format: shoprank::eval::report::Format,
+        /// Same as `--format json`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a search log (searches with their impressions, and the clicks, carts and
+    /// purchases after them) into graded judgments, corrected for position bias.
+    Judgments {
+        /// Search-log JSONL files (repeat the flag); see README "Judgments from behavior".
+        #[arg(long = "from-events", required = true)]
+        from_events: Vec<PathBuf>,
+        /// Folder for `queries.tsv` and `qrels.tsv`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Use examination propensities 1/rank^eta instead of estimating them by EM.
+        #[arg(long)]
+        eta: Option<f64>,
+        /// Products shown fewer times than this for a query get no judgment.
+        #[arg(long, default_value_t = 3)]
+        min_impressions: usize,
+        /// Corrected value per impression for grades 1,2,3 (click 1, cart 2, purchase 3).
+        #[arg(long, default_value = "0.1,0.4,1.0")]
+        thresholds: String,
+    },
+    /// Tune a profile's feature weights on judged queries (coordinate ascent on a training
+    /// split); writes `--out` only if it beats the base on the held-out split.
+    Tune {
+        /// Queries: `qid<TAB>query`.
+        #[arg(long)]
+        queries: PathBuf,
+        /// Judgments: TREC qrels.
+        #[arg(long)]
+        qrels: PathBuf,
+        /// The profile to start from (its boosts and candidate counts are kept).
+        #[arg(long, default_value = "default")]
+        profile: String,
+        /// Name of the profile to write (`DATA_DIR/profiles/NAME.toml`).
+        #[arg(long)]
+        out: String,
+        /// mrr or ndcg.
+        #[arg(long, default_value = "mrr")]
+        metric: shoprank::eval::Metric,
+        /// Cutoff of the metric.
+        #[arg(long, default_value_t = 10)]
+        k: usize,
+        /// Share of the queries held out (chosen by a seeded hash of the query id).
+        #[arg(long, default_value_t = 0.3)]
+        holdout: f64,
+        /// Seed of the split and the random restarts.
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Coordinate-ascent runs (the first starts from the base weights).
+        #[arg(long, default_value_t = 5)]
+        restarts: usize,
+        /// Overwrite an existing profile file.
+        #[arg(long)]
+        force: bool,
+        /// Print the report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -471,6 +537,9 @@ fn main() -> anyhow::Result<()> {
             queries,
             qrels,
             profile,
+            k,
+            per_query,
+            format,
             json,
         } => {
             let engine = open_engine(&settings)?;
@@ -481,19 +550,189 @@ fn main() -> anyhow::Result<()> {
             } else {
                 profile
             };
-            for p in profiles {
-                let r = shoprank::eval::evaluate(&engine, &p, &queries, &qrels)?;
-                if json {
-                    println!("{}", serde_json::to_string(&r)?);
-                } else {
-                    println!(
-                        "profile={:<10} MRR@10={:.4} NDCG@10={:.4} Recall@1={:.4} Recall@10={:.4} Recall@100={:.4} queries={}",
-                        r.profile, r.mrr10, r.ndcg10, r.recall1, r.recall10, r.recall100, r.queries
-                    );
-                }
+            let run = shoprank::eval::run(&engine, &profiles, &queries, &qrels, k)?;
+            let format = if json {
+                shoprank::eval::report::Format::Json
+            } else {
+                format
+            };
+            print!(
+                "{}",
+                shoprank::eval::report::render(&run, format, per_query)
+            );
+            Ok(())
+        }
+        Command::Judgments {
+            from_events,
+            out,
+            eta,
+            min_impressions,
+            thresholds,
+        } => judgments(&from_events, &out, eta, min_impressions, &thresholds),
+        Command::Tune {
+            queries,
+            qrels,
+            profile,
+            out,
+            metric,
+            k,
+            holdout,
+            seed,
+            restarts,
+            force,
+            json,
+        } => {
+            let engine = open_engine(&settings)?;
+            let queries = shoprank::eval::read_queries(&queries)?;
+            let qrels = shoprank::eval::read_qrels(&qrels)?;
+            let base = engine.profiles().get(&profile)?;
+            let opts = shoprank::tune::TuneOptions {
+                metric,
+                k,
+                holdout,
+                seed,
+                restarts,
+            };
+            let started = std::time::Instant::now();
+            let data = shoprank::tune::collect(&engine, &profile, &queries, &qrels)?;
+            let searched = started.elapsed().as_secs_f64();
+            let (report, tuned) = shoprank::tune::tune(&data, &profile, &base, &opts)?;
+            let written = if report.improved {
+                Some(shoprank::tune::write_profile(
+                    &settings.data_dir.join("profiles"),
+                    &out,
+                    &tuned,
+                    force,
+                )?)
+            } else {
+                None
+            };
+            if json {
+                let mut v = serde_json::to_value(&report)?;
+                v["written"] = serde_json::json!(written);
+                println!("{v}");
+                return Ok(());
+            }
+            print_tune(&report, searched, started.elapsed().as_secs_f64());
+            match written {
+                Some(path) => println!("wrote profile `{out}` to {}", path.display()),
+                None => println!(
+                    "the tuned weights do not beat `{profile}` on the held-out split: no profile written"
+                ),
             }
             Ok(())
         }
+    }
+}
+
+fn judgments(
+    files: &[PathBuf],
+    out: &Path,
+    eta: Option<f64>,
+    min_impressions: usize,
+    thresholds: &str,
+) -> anyhow::Result<()> {
+    let t: Vec<f64> = thresholds
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| anyhow::anyhow!("--thresholds: expected three numbers like 0.1,0.4,1.0"))?;
+    let [t1, t2, t3] = t.as_slice() else {
+        bail!("--thresholds: expected three numbers like 0.1,0.4,1.0");
+    };
+    if !(t1 <= t2 && t2 <= t3) {
+        bail!("--thresholds must not decrease");
+    }
+    if let Some(e) = eta {
+        if !(e.is_finite() && e >= 0.0) {
+            bail!("--eta must be a number >= 0");
+        }
+    }
+    let log = shoprank::judgments::read_log(files)?;
+    let opts = shoprank::judgments::JudgeOptions {
+        eta,
+        min_impressions,
+        thresholds: [*t1, *t2, *t3],
+    };
+    let j = shoprank::judgments::judge(&log, &opts);
+    let (queries, qrels) = shoprank::judgments::write(&j, out)?;
+    let mut grades = [0usize; 4];
+    for x in &j.judgments {
+        grades[x.grade.min(3) as usize] += 1;
+    }
+    let shown: Vec<String> = j
+        .propensities
+        .iter()
+        .take(10)
+        .map(|p| format!("{p:.2}"))
+        .collect();
+    println!(
+        "{} searches, {} interactions attributed ({} matched no shown product)",
+        log.searches.len(),
+        log.attributed,
+        log.unattributed
+    );
+    println!(
+        "examination propensity by position ({}): {}",
+        if eta.is_some() {
+            "1/k^eta"
+        } else {
+            "EM estimate"
+        },
+        shown.join(" ")
+    );
+    println!(
+        "{} queries, {} judgments (grade 0: {}, 1: {}, 2: {}, 3: {}) -> {} and {}",
+        j.queries.len(),
+        j.judgments.len(),
+        grades[0],
+        grades[1],
+        grades[2],
+        grades[3],
+        queries.display(),
+        qrels.display()
+    );
+    Ok(())
+}
+
+fn print_tune(r: &shoprank::tune::TuneReport, searched: f64, total: f64) {
+    let label = r.options.metric.label(r.options.k);
+    println!(
+        "tuned `{}` for {label}: {} restarts of coordinate ascent over {} (searching {searched:.1}s, total {total:.1}s)",
+        r.base,
+        r.options.restarts,
+        r.tuned_features.join(", ")
+    );
+    let (other, other_of): (String, fn(&shoprank::eval::QueryScores) -> f64) =
+        match r.options.metric {
+            shoprank::eval::Metric::Mrr => (format!("NDCG@{}", r.options.k), |s| s.ndcg),
+            shoprank::eval::Metric::Ndcg => (format!("MRR@{}", r.options.k), |s| s.rr),
+        };
+    for (name, s) in [("train", &r.train), ("held-out", &r.held_out)] {
+        println!(
+            "{name:>9} ({:>3} queries): {label} {:.4} -> {:.4} ({:+.4}, p = {:.4}); {other} {:.4} -> {:.4}; MAP {:.4} -> {:.4}",
+            s.queries,
+            s.base,
+            s.tuned,
+            s.tuned - s.base,
+            s.p_value,
+            other_of(&s.base_all),
+            other_of(&s.tuned_all),
+            s.base_all.ap,
+            s.tuned_all.ap,
+        );
+    }
+    let weights: Vec<String> = r
+        .weights
+        .iter()
+        .map(|(n, b, t)| format!("{n} {b} -> {t:.4}"))
+        .collect();
+    println!("weights: {}", weights.join(", "));
+    if r.unreproduced > 0 {
+        println!(
+            "warning: re-scoring did not reproduce the engine's order for {} queries",
+            r.unreproduced
+        );
     }
 }
 

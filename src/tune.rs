@@ -1,0 +1,577 @@
+//! Tuning: judged queries + an engine + a base profile -> feature weights found by
+//! coordinate ascent on a training split, checked on a held-out split.
+//!
+//! Searching is the slow part, so each judged query is searched once with the base profile
+//! and `explain`: every ranked candidate is kept with its feature values. Without a user
+//! the engine's score is exactly `Σ weight × value` over those features (the personal
+//! features and their relevance gate only exist for a known user, see `rank`), so a new
+//! weight vector re-scores the cached candidates without searching again; ties break by
+//! row as in `rank::rank`. The candidate set itself depends on the profile's boosts and
+//! candidate counts, not on its weights, so it stays valid while the weights move.
+//!
+//! The search is RankLib's coordinate ascent (Metzler & Croft 2007): one feature at a
+//! time, steps that double in both directions, keep the best; rounds until the training
+//! metric stops improving; restarts from random weights, the first from the base profile.
+//! Queries are split into training and held-out sets by a seeded hash of their id, and
+//! the tuned weights are only worth writing when they beat the base on the held-out set.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::engine::{Engine, SearchRequest, MAX_PAGE_SIZE};
+use crate::error::{Error, Result};
+use crate::eval::metrics::DEPTH;
+use crate::eval::significance::{PERMUTATIONS, SEED};
+use crate::eval::{randomization_test, scorable, Metric, Qrels, QueryScores};
+use crate::eval_personal::Rng;
+use crate::rank::{Profile, FEATURES};
+
+/// One cached candidate of one query.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Product id.
+    pub id: String,
+    /// Row in the generation (the engine's tie-break).
+    pub ord: u32,
+    /// (index into [`FEATURES`], value), in the engine's summation order.
+    pub features: Vec<(usize, f32)>,
+    /// Judged grade (0 when not judged).
+    pub grade: u32,
+}
+
+/// A judged query with its candidates, in the base profile's order.
+#[derive(Debug, Clone)]
+pub struct QueryData {
+    /// Query id.
+    pub qid: String,
+    /// Query text.
+    pub query: String,
+    /// Every ranked candidate.
+    pub candidates: Vec<Candidate>,
+    /// Grades of every judged product of the query (for the ideal ranking and recall).
+    pub judged: Vec<u32>,
+}
+
+/// A weight per entry of [`FEATURES`].
+pub type Weights = Vec<f32>;
+
+/// The profile's weights as a vector over [`FEATURES`].
+pub fn weights_of(profile: &Profile) -> Weights {
+    FEATURES.iter().map(|f| profile.weight(f)).collect()
+}
+
+/// Searches each scorable query once with `profile` and `explain`, keeping every ranked
+/// candidate (all pages) with its features and grade.
+pub fn collect(
+    engine: &Engine,
+    profile: &str,
+    queries: &[(String, String)],
+    qrels: &Qrels,
+) -> Result<Vec<QueryData>> {
+    engine.profiles().get(profile)?;
+    let gen = engine.generation();
+    let (scored, _) = scorable(queries, qrels);
+    let mut out = Vec::with_capacity(scored.len());
+    for ((qid, query), judged) in scored {
+        let mut req = SearchRequest::new(query.clone());
+        req.profile = Some(profile.to_string());
+        req.explain = true;
+        req.size = MAX_PAGE_SIZE;
+        let mut candidates = Vec::new();
+        loop {
+            let res = engine.search(&req)?;
+            let last = res.hits.len() < req.size;
+            for h in res.hits {
+                let explain = h.explain.ok_or_else(|| {
+                    Error::Internal("a search with explain returned no explain".into())
+                })?;
+                let features = explain
+                    .features
+                    .iter()
+                    .map(|f| {
+                        let i = FEATURES.iter().position(|n| *n == f.name).ok_or_else(|| {
+                            Error::Internal(format!("unknown feature `{}` in explain", f.name))
+                        })?;
+                        Ok((i, f.value))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                candidates.push(Candidate {
+                    ord: gen.by_id.get(&h.id).copied().unwrap_or(u32::MAX),
+                    grade: judged.get(&h.id).copied().unwrap_or(0),
+                    id: h.id,
+                    features,
+                });
+            }
+            if last || candidates.len() >= res.total {
+                break;
+            }
+            req.page += 1;
+        }
+        out.push(QueryData {
+            qid: qid.clone(),
+            query: query.clone(),
+            candidates,
+            judged: judged.values().copied().collect(),
+        });
+    }
+    Ok(out)
+}
+
+fn score(c: &Candidate, w: &[f32]) -> f32 {
+    c.features.iter().map(|&(i, v)| w[i] * v).sum()
+}
+
+/// The product ids of a query in the order `w` ranks them (as `rank::rank` would).
+pub fn ranking(q: &QueryData, w: &[f32]) -> Vec<String> {
+    let scores: Vec<f32> = q.candidates.iter().map(|c| score(c, w)).collect();
+    let mut order: Vec<usize> = (0..q.candidates.len()).collect();
+    order.sort_by(|&a, &b| {
+        scores[b]
+            .total_cmp(&scores[a])
+            .then(q.candidates[a].ord.cmp(&q.candidates[b].ord))
+    });
+    order
+        .into_iter()
+        .map(|i| q.candidates[i].id.clone())
+        .collect()
+}
+
+/// The query's metrics under weights `w`. Only the ranks of the relevant candidates
+/// matter, so each is counted (candidates scoring higher, or equal with a lower row)
+/// instead of sorting the whole list.
+pub fn evaluate_query(q: &QueryData, w: &[f32], k: usize) -> QueryScores {
+    let scores: Vec<f32> = q.candidates.iter().map(|c| score(c, w)).collect();
+    let mut grades = Vec::new();
+    for (i, c) in q.candidates.iter().enumerate().filter(|(_, c)| c.grade > 0) {
+        let above = q
+            .candidates
+            .iter()
+            .zip(&scores)
+            .filter(|(o, s)| s.total_cmp(&scores[i]).then(c.ord.cmp(&o.ord)).is_gt())
+            .count();
+        if above < DEPTH {
+            if grades.len() <= above {
+                grades.resize(above + 1, 0);
+            }
+            grades[above] = c.grade;
+        }
+    }
+    QueryScores::from_grades(&grades, &q.judged, k)
+}
+
+/// Mean of `metric` over `queries` under `w`.
+pub fn mean_metric(queries: &[&QueryData], w: &[f32], metric: Metric, k: usize) -> f64 {
+    if queries.is_empty() {
+        return 0.0;
+    }
+    queries
+        .iter()
+        .map(|q| metric.of(&evaluate_query(q, w, k)))
+        .sum::<f64>()
+        / queries.len() as f64
+}
+
+/// Whether query `qid` belongs to the held-out split (a seeded hash, so the same id lands
+/// on the same side in every run with the same seed).
+pub fn is_held_out(qid: &str, fraction: f64, seed: u64) -> bool {
+    // FNV-1a: stable across platforms and Rust versions, unlike std's hasher.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in qid.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    Rng(h ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)).unit() < fraction
+}
+
+/// Settings of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneOptions {
+    /// Metric maximized on the training split (and compared on the held-out one).
+    pub metric: Metric,
+    /// Its cutoff.
+    pub k: usize,
+    /// Share of the queries held out.
+    pub holdout: f64,
+    /// Seed of the split and of the random restarts.
+    pub seed: u64,
+    /// Runs of coordinate ascent (the first starts from the base weights).
+    pub restarts: usize,
+}
+
+impl Default for TuneOptions {
+    fn default() -> Self {
+        TuneOptions {
+            metric: Metric::Mrr,
+            k: 10,
+            holdout: 0.3,
+            seed: 7,
+            restarts: 5,
+        }
+    }
+}
+
+/// RankLib's defaults: first step 0.001 (or 5 % of the weight), doubled up to 25 times.
+const FIRST_STEP: f32 = 0.001;
+const RELATIVE_STEP: f32 = 0.05;
+const STEPS: usize = 25;
+/// Rounds over all features per restart, at most.
+const ROUNDS: usize = 20;
+/// A round that gains less than this ends the restart.
+const TOLERANCE: f64 = 1e-4;
+/// Weights stay within the range a profile accepts.
+const MAX_WEIGHT: f32 = 1000.0;
+
+/// Coordinate ascent from `start` over the features `tunable`; returns the best weights
+/// and their training metric.
+pub fn coordinate_ascent(
+    train: &[&QueryData],
+    start: &[f32],
+    tunable: &[usize],
+    opts: &TuneOptions,
+    rng: &mut Rng,
+) -> (Weights, f64) {
+    let eval = |w: &[f32]| mean_metric(train, w, opts.metric, opts.k);
+    let mut w = start.to_vec();
+    let mut best = eval(&w);
+    for _ in 0..ROUNDS {
+        let round_start = best;
+        let mut order = tunable.to_vec();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.below(i + 1));
+        }
+        for f in order {
+            let orig = w[f];
+            let mut best_value = orig;
+            for dir in [1.0f32, -1.0] {
+                let mut step = FIRST_STEP * dir;
+                if orig != 0.0 && step.abs() > 0.5 * orig.abs() {
+                    step = RELATIVE_STEP * orig.abs() * dir;
+                }
+                let mut total = step;
+                for _ in 0..STEPS {
+                    let value = orig + total;
+                    if value.abs() > MAX_WEIGHT {
+                        break;
+                    }
+                    w[f] = value;
+                    let s = eval(&w);
+                    if s > best + 1e-12 {
+                        best = s;
+                        best_value = value;
+                    }
+                    step *= 2.0;
+                    total += step;
+                }
+            }
+            w[f] = best_value;
+        }
+        if best - round_start < TOLERANCE {
+            break;
+        }
+    }
+    (w, best)
+}
+
+/// Base and tuned metric on one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct SplitScores {
+    /// Queries in the split.
+    pub queries: usize,
+    /// Metric of the base weights.
+    pub base: f64,
+    /// Metric of the tuned weights.
+    pub tuned: f64,
+    /// Means of every metric, base weights.
+    pub base_all: QueryScores,
+    /// ... tuned weights.
+    pub tuned_all: QueryScores,
+    /// Paired randomization test of tuned against base on the metric (two-sided).
+    pub p_value: f64,
+}
+
+/// What `tune` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneReport {
+    /// Base profile name.
+    pub base: String,
+    /// Settings.
+    pub options: TuneOptions,
+    /// Features the search moved (the others keep their base weight).
+    pub tuned_features: Vec<&'static str>,
+    /// (feature, base weight, tuned weight) for the tuned features.
+    pub weights: Vec<(&'static str, f32, f32)>,
+    /// Training split.
+    pub train: SplitScores,
+    /// Held-out split.
+    pub held_out: SplitScores,
+    /// Whether the tuned weights beat the base on the held-out split.
+    pub improved: bool,
+    /// Queries whose re-scored base order differs from the engine's (0 expected).
+    pub unreproduced: usize,
+}
+
+fn split_scores(
+    queries: &[&QueryData],
+    base: &[f32],
+    tuned: &[f32],
+    opts: &TuneOptions,
+) -> SplitScores {
+    let per = |w: &[f32]| -> Vec<QueryScores> {
+        queries
+            .iter()
+            .map(|q| evaluate_query(q, w, opts.k))
+            .collect()
+    };
+    let (per_base, per_tuned) = (per(base), per(tuned));
+    let metric = |v: &[QueryScores]| -> Vec<f64> { v.iter().map(|s| opts.metric.of(s)).collect() };
+    let test = randomization_test(&metric(&per_base), &metric(&per_tuned), PERMUTATIONS, SEED);
+    let (base_all, tuned_all) = (QueryScores::mean(&per_base), QueryScores::mean(&per_tuned));
+    SplitScores {
+        p_value: test.p_value,
+        queries: queries.len(),
+        base: opts.metric.of(&base_all),
+        tuned: opts.metric.of(&tuned_all),
+        base_all,
+        tuned_all,
+    }
+}
+
+/// Tunes the weights of `base` on the cached `data`; returns the report and the tuned
+/// profile (the base profile with the new weights).
+pub fn tune(
+    data: &[QueryData],
+    base_name: &str,
+    base: &Profile,
+    opts: &TuneOptions,
+) -> Result<(TuneReport, Profile)> {
+    if !(opts.holdout > 0.0 && opts.holdout < 1.0) {
+        return Err(Error::param(
+            "holdout",
+            format!("must be between 0 and 1 (exclusive), got {}", opts.holdout),
+        ));
+    }
+    if opts.k == 0 || opts.restarts == 0 {
+        return Err(Error::param("k/restarts", "must be at least 1"));
+    }
+    let (held, train): (Vec<&QueryData>, Vec<&QueryData>) = data
+        .iter()
+        .partition(|q| is_held_out(&q.qid, opts.holdout, opts.seed));
+    if train.is_empty() || held.is_empty() {
+        return Err(Error::Config(format!(
+            "{} judged queries give {} for training and {} held out: need at least one of each (more judged queries, or another --holdout / --seed)",
+            data.len(), train.len(), held.len()
+        )));
+    }
+    let base_w = weights_of(base);
+    let unreproduced = data
+        .iter()
+        .filter(|q| {
+            ranking(q, &base_w)
+                != q.candidates
+                    .iter()
+                    .map(|c| c.id.clone())
+                    .collect::<Vec<_>>()
+        })
+        .count();
+    if unreproduced > 0 {
+        tracing::warn!(unreproduced, "re-scoring with the base weights does not reproduce the engine's order for some queries");
+    }
+    // Only features present in the training data can change a ranking.
+    let tunable: Vec<usize> = (0..FEATURES.len())
+        .filter(|&i| {
+            train.iter().any(|q| {
+                q.candidates
+                    .iter()
+                    .any(|c| c.features.iter().any(|&(f, v)| f == i && v != 0.0))
+            })
+        })
+        .collect();
+    let l1 = |w: &[f32]| tunable.iter().map(|&i| w[i].abs()).sum::<f32>();
+    let base_l1 = l1(&base_w);
+    let mut rng = Rng(opts.seed);
+    let mut best: Option<(Weights, f64)> = None;
+    for restart in 0..opts.restarts {
+        let start: Weights = if restart == 0 {
+            base_w.clone()
+        } else {
+            let scale = if base_l1 > 0.0 { base_l1 } else { 1.0 } / tunable.len().max(1) as f32;
+            let mut w = base_w.clone();
+            for &i in &tunable {
+                w[i] = 2.0 * scale * rng.unit() as f32;
+            }
+            w
+        };
+        let (w, s) = coordinate_ascent(&train, &start, &tunable, opts, &mut rng);
+        tracing::info!(restart, train = s, "coordinate ascent");
+        if best.as_ref().is_none_or(|(_, b)| s > *b) {
+            best = Some((w, s));
+        }
+    }
+    let (mut tuned_w, _) = best.unwrap_or((base_w.clone(), 0.0));
+    // Rankings do not change with the scale of the weights, but the personal features
+    // are added on top of them: keep the tuned features' total weight that of the base.
+    let tuned_l1 = l1(&tuned_w);
+    if base_l1 > 0.0 && tuned_l1 > 0.0 {
+        for &i in &tunable {
+            tuned_w[i] *= base_l1 / tuned_l1;
+        }
+    }
+    // A zero semantic weight with no vector candidates would stop the engine from
+    // encoding the query, which changes the candidates; keep it just above zero.
+    let semantic = FEATURES.iter().position(|f| *f == "semantic").unwrap_or(0);
+    if tuned_w[semantic] == 0.0 && base_w[semantic] != 0.0 && base.candidates.vector == 0 {
+        tuned_w[semantic] = 1e-6;
+    }
+    let train_scores = split_scores(&train, &base_w, &tuned_w, opts);
+    let held_scores = split_scores(&held, &base_w, &tuned_w, opts);
+    let mut profile = base.clone();
+    for &i in &tunable {
+        profile.weights.insert(FEATURES[i].to_string(), tuned_w[i]);
+    }
+    profile.description = format!(
+        "`{base_name}` with weights tuned by `shoprank tune` for {} (train {} queries: {:.4} -> {:.4}; held-out {} queries: {:.4} -> {:.4})",
+        opts.metric.label(opts.k),
+        train_scores.queries, train_scores.base, train_scores.tuned,
+        held_scores.queries, held_scores.base, held_scores.tuned,
+    );
+    profile
+        .validate()
+        .map_err(|reason| Error::Internal(format!("tuned profile is invalid: {reason}")))?;
+    let report = TuneReport {
+        base: base_name.to_string(),
+        options: opts.clone(),
+        tuned_features: tunable.iter().map(|&i| FEATURES[i]).collect(),
+        weights: tunable
+            .iter()
+            .map(|&i| (FEATURES[i], base_w[i], tuned_w[i]))
+            .collect(),
+        improved: held_scores.tuned > held_scores.base + 1e-12,
+        train: train_scores,
+        held_out: held_scores,
+        unreproduced,
+    };
+    Ok((report, profile))
+}
+
+/// Writes `profile` as `dir/NAME.toml`; refuses the reserved `bm25`, names that are not
+/// `[A-Za-z0-9_-]+`, and an existing file unless `overwrite`.
+pub fn write_profile(
+    dir: &Path,
+    name: &str,
+    profile: &Profile,
+    overwrite: bool,
+) -> Result<PathBuf> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(Error::param(
+            "out",
+            format!("profile name `{name}` must be letters, digits, `_` or `-`"),
+        ));
+    }
+    if name == "bm25" {
+        return Err(Error::param("out", "`bm25` is a built-in profile name"));
+    }
+    let path = dir.join(format!("{name}.toml"));
+    if path.exists() && !overwrite {
+        return Err(Error::param(
+            "out",
+            format!(
+                "{} exists: pick another name or pass --force",
+                path.display()
+            ),
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let text = format!(
+        "# Ranking profile `{name}`, written by `shoprank tune`.\n# Features: {}\n{}",
+        FEATURES.join(", "),
+        profile.to_toml()
+    );
+    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(id: &str, ord: u32, bm25: f32, semantic: f32, grade: u32) -> Candidate {
+        Candidate {
+            id: id.into(),
+            ord,
+            features: vec![(0, bm25), (1, semantic)],
+            grade,
+        }
+    }
+
+    #[test]
+    fn rescoring_ranks_by_weighted_sum_with_row_tie_break() {
+        let q = QueryData {
+            qid: "1".into(),
+            query: "x".into(),
+            candidates: vec![
+                cand("a", 2, 1.0, 0.0, 0),
+                cand("b", 1, 0.0, 1.0, 1),
+                cand("c", 0, 0.5, 0.5, 0),
+            ],
+            judged: vec![1],
+        };
+        let mut w = vec![0.0; FEATURES.len()];
+        w[0] = 1.0;
+        assert_eq!(ranking(&q, &w), ["a", "c", "b"]);
+        assert_eq!(evaluate_query(&q, &w, 10).rr, 1.0 / 3.0);
+        w[1] = 1.0; // all tie at 1.0: rows decide
+        assert_eq!(ranking(&q, &w), ["c", "b", "a"]);
+        assert_eq!(evaluate_query(&q, &w, 10).rr, 0.5);
+        w[0] = 0.0;
+        assert_eq!(evaluate_query(&q, &w, 10).rr, 1.0);
+    }
+
+    #[test]
+    fn coordinate_ascent_finds_the_better_feature() {
+        // The relevant candidate is first by `semantic`, last by `bm25`.
+        let data: Vec<QueryData> = (0..20)
+            .map(|i| QueryData {
+                qid: i.to_string(),
+                query: "x".into(),
+                candidates: (0..5)
+                    .map(|j| {
+                        cand(
+                            &format!("{i}-{j}"),
+                            j,
+                            1.0 - j as f32 * 0.2,
+                            j as f32 * 0.2,
+                            (j == 4) as u32,
+                        )
+                    })
+                    .collect(),
+                judged: vec![1],
+            })
+            .collect();
+        let refs: Vec<&QueryData> = data.iter().collect();
+        let mut start = vec![0.0; FEATURES.len()];
+        start[0] = 1.0;
+        start[1] = 0.1;
+        let opts = TuneOptions::default();
+        assert!((mean_metric(&refs, &start, Metric::Mrr, 10) - 0.2).abs() < 1e-9);
+        let (w, s) = coordinate_ascent(&refs, &start, &[0, 1], &opts, &mut Rng(1));
+        assert_eq!(s, 1.0, "{w:?}");
+        assert!(w[1] > w[0], "{w:?}");
+    }
+
+    #[test]
+    fn split_is_deterministic_and_about_the_fraction() {
+        let held = (0..1000)
+            .filter(|i| is_held_out(&i.to_string(), 0.3, 7))
+            .count();
+        assert!((250..350).contains(&held), "{held}");
+        assert_eq!(is_held_out("q17", 0.3, 7), is_held_out("q17", 0.3, 7));
+        let other = (0..1000)
+            .filter(|i| is_held_out(&i.to_string(), 0.3, 7) != is_held_out(&i.to_string(), 0.3, 8))
+            .count();
+        assert!(other > 100, "the seed changes the split");
+    }
+}
