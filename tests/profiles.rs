@@ -1,0 +1,301 @@
+//! Ranking profiles without redeploying: versioned PUT/DELETE/restore over HTTP, hot reload
+//! of hand edits, per-request weight overrides, side-by-side comparison, and profile
+//! updates under load (no failed request, no half-applied profile).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::test as atest;
+use serde_json::Value;
+
+use shoprank::engine::SearchRequest;
+use shoprank::server::{app, AppState};
+
+async fn call(
+    state: &actix_web::web::Data<AppState>,
+    req: atest::TestRequest,
+) -> (StatusCode, Value) {
+    let svc = atest::init_service(app(state.clone())).await;
+    let res = atest::call_service(&svc, req.to_request()).await;
+    let status = res.status();
+    let body = atest::read_body(res).await;
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn put(name: &str, body: &str) -> atest::TestRequest {
+    atest::TestRequest::put()
+        .uri(&format!("/profiles/{name}"))
+        .set_payload(body.to_string())
+}
+
+fn get(uri: &str) -> atest::TestRequest {
+    atest::TestRequest::get().uri(uri)
+}
+
+fn weights(res: &Value) -> Vec<(String, f64)> {
+    res["hits"][0]["explain"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["weight"].as_f64().unwrap() != 0.0)
+        .map(|f| {
+            (
+                f["name"].as_str().unwrap().to_string(),
+                f["weight"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
+    let data = common::demo_index(None);
+    let engine = Arc::new(common::open_engine(data.path(), None));
+    let state = AppState::new(engine.clone(), 64);
+
+    let (s, b) = call(&state, put("pop", "[weights]\npopularity = 1.0\n")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let v1 = b["version"]["version"].as_u64().unwrap();
+    let (s, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(weights(&b), [("popularity".to_string(), 1.0)]);
+
+    // Invalid text: a clear error, the old profile stays live, nothing is versioned.
+    for bad in [
+        "[weights]\npopularty = 1.0\n",
+        "[weights]\npopularity = \"x\"\n",
+        "[weights",
+    ] {
+        let (s, b) = call(&state, put("pop", bad)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
+        assert_eq!(b["code"], "invalid_profile");
+    }
+    let (s, b) = call(&state, put("pop", r#"{"weights": {"rating": 2.0}}"#)).await;
+    assert_eq!(s, StatusCode::OK, "JSON bodies work too: {b}");
+    let (_, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
+    )
+    .await;
+    assert_eq!(weights(&b), [("rating".to_string(), 2.0)]);
+    let (s, _) = call(&state, put("bm25", "[weights]\nbm25 = 2.0\n")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(&state, put("a%2Fb", "[weights]\nbm25 = 2.0\n")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (s, b) = call(&state, get("/profiles/pop")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(b["profile"]["weights"]["rating"], 2.0);
+    let (_, list) = call(&state, get("/profiles")).await;
+    let names: Vec<&str> = list["profiles"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["bm25", "default", "pop"]);
+    assert!(list["features"].as_array().unwrap().len() >= 12);
+
+    // Roll back to the first version.
+    let (s, b) = call(
+        &state,
+        atest::TestRequest::post().uri(&format!("/profiles/pop/restore?version={v1}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (_, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
+    )
+    .await;
+    assert_eq!(weights(&b), [("popularity".to_string(), 1.0)]);
+    let (s, _) = call(
+        &state,
+        atest::TestRequest::post().uri("/profiles/pop/restore?version=1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
+    let (s, _) = call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop"),
+    )
+    .await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_profile"))
+    );
+    let (s, _) = call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // The history survives a delete: the profile can come back.
+    let (s, _) = call(
+        &state,
+        atest::TestRequest::post().uri(&format!("/profiles/pop/restore?version={v1}")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    // No evaluation set configured: a clear 503.
+    let (s, b) = call(&state, get("/profiles/pop/eval")).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("no_eval_set"))
+    );
+}
+
+#[actix_web::test]
+async fn single_weights_are_overridden_per_request_and_compared_side_by_side() {
+    let data = common::demo_index(None);
+    let engine = Arc::new(common::open_engine(data.path(), None));
+    let state = AppState::new(engine.clone(), 64);
+    let ids = |b: &Value| -> Vec<String> {
+        b["hits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (_, plain) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=bm25&size=20"),
+    )
+    .await;
+    let (s, pop) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=bm25&size=20&w.bm25=0&w.popularity=1&explain=true"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{pop}");
+    assert_eq!(weights(&pop), [("popularity".to_string(), 1.0)]);
+    assert_ne!(ids(&plain), ids(&pop), "the override re-ranks");
+    let sales: Vec<u64> = ids(&pop)
+        .iter()
+        .map(|id| engine.product(id).unwrap().sales)
+        .collect();
+    assert!(sales.windows(2).all(|w| w[0] >= w[1]), "{sales:?}");
+    let (s, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&w.semantik=1"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["message"].as_str().unwrap().contains("semantik"), "{b}");
+    let (s, _) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&w.bm25=abc"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, b) = call(
+        &state,
+        get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&colour=red"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(b["message"].as_str().unwrap().contains("colour"), "{b}");
+
+    let (s, b) = call(
+        &state,
+        get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25&b=default&size=10"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["a"]["profile"], "bm25");
+    assert_eq!(b["b"]["profile"], "default");
+    let moves = b["movement"].as_array().unwrap();
+    assert!(!moves.is_empty());
+    for m in moves {
+        if let (Some(x), Some(y)) = (m["rank_a"].as_i64(), m["rank_b"].as_i64()) {
+            assert_eq!(m["delta"].as_i64(), Some(x - y));
+        }
+    }
+    let (s, _) = call(&state, get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = call(
+        &state,
+        get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25&b=nope"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+/// Many searches while a profile flips between two versions: none fails, and each sees
+/// exactly one version (never the weights of one with the other's).
+#[test]
+fn profile_updates_under_load_fail_no_request_and_are_never_half_applied() {
+    let data = common::demo_index(None);
+    let engine = Arc::new(common::open_engine(data.path(), None));
+    let a = "[weights]\npopularity = 1.0\nbm25 = 0.5\n";
+    let b = "[weights]\nrating = 2.0\npopularity = 0.3\n";
+    engine.put_profile("flip", a).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let searchers: Vec<_> = (0..3)
+        .map(|_| {
+            let (engine, stop) = (engine.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seen = [0usize; 2];
+                while !stop.load(Ordering::Relaxed) {
+                    let mut req = SearchRequest::new("手机壳");
+                    req.profile = Some("flip".into());
+                    req.explain = true;
+                    let res = engine.search(&req).expect("no search fails");
+                    let w: Vec<(String, f32)> = res.hits[0]
+                        .explain
+                        .as_ref()
+                        .unwrap()
+                        .features
+                        .iter()
+                        .filter(|f| f.weight != 0.0)
+                        .map(|f| (f.name.to_string(), f.weight))
+                        .collect();
+                    let is_a = w == [("bm25".to_string(), 0.5), ("popularity".to_string(), 1.0)];
+                    let is_b = w == [("popularity".to_string(), 0.3), ("rating".to_string(), 2.0)];
+                    assert!(is_a || is_b, "a half-applied profile: {w:?}");
+                    seen[usize::from(is_b)] += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for i in 0..200 {
+        engine
+            .put_profile("flip", if i % 2 == 0 { b } else { a })
+            .unwrap();
+        // A broken edit in between is refused and changes nothing.
+        assert!(engine
+            .put_profile("flip", "[weights]\nbm25 = oops\n")
+            .is_err());
+    }
+    // Hand edits are picked up; a half-written file is refused and the old one stays.
+    std::fs::write(
+        data.path().join("profiles/flip.toml"),
+        "[weights]\nrating = ",
+    )
+    .unwrap();
+    assert!(!engine.reload_profiles_if_changed());
+    std::fs::write(data.path().join("profiles/flip.toml"), a).unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let mut total = [0; 2];
+    for s in searchers {
+        let seen = s.join().expect("searches never failed");
+        total[0] += seen[0];
+        total[1] += seen[1];
+    }
+    assert!(
+        total[0] > 0 && total[1] > 0,
+        "both versions were served: {total:?}"
+    );
+    assert!(engine.reload_profiles_if_changed() || engine.profiles().get("flip").is_ok());
+    let p = engine.profiles().get("flip").unwrap();
+    assert_eq!(p.weight("popularity"), 1.0);
+}
