@@ -979,17 +979,26 @@ impl Engine {
             .take(req.size)
             .map(|s| {
                 let p = &gen.products[s.ord as usize];
-                Hit {
+                let explain = match req.explain {
+                    true => {
+                        let mut e = s.explain.clone();
+                        e.bm25_terms =
+                            retrieve::explain_bm25(&gen, &words, &profile.boosts, s.ord)?;
+                        Some(e)
+                    }
+                    false => None,
+                };
+                Ok(Hit {
                     id: p.id.clone(),
                     title: p.title.clone(),
                     brand: p.brand.clone(),
                     category: p.category.clone(),
                     price: p.price,
                     score: s.score,
-                    explain: req.explain.then(|| s.explain.clone()),
-                }
+                    explain,
+                })
             })
-            .collect();
+            .collect::<Result<Vec<Hit>>>()?;
         timings.rank = self.stage("rank", t);
         timings.total = self.stage("total", started);
 

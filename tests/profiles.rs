@@ -299,3 +299,31 @@ fn profile_updates_under_load_fail_no_request_and_are_never_half_applied() {
     let p = engine.profiles().get("flip").unwrap();
     assert_eq!(p.weight("popularity"), 1.0);
 }
+
+#[test]
+fn explain_breaks_bm25_down_by_field_and_term() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let mut req = SearchRequest::new("手机壳");
+    req.profile = Some("bm25".into());
+    req.explain = true;
+    let res = engine.search(&req).unwrap();
+    let e = res.hits[0].explain.as_ref().unwrap();
+    let terms = e.bm25_terms.as_ref().expect("a BM25 breakdown");
+    let parts = terms["terms"].as_array().unwrap();
+    assert!(
+        parts
+            .iter()
+            .any(|t| t["field"] == "title" && t["term"] == "手机壳"),
+        "{terms}"
+    );
+    let sum: f64 = parts.iter().map(|t| t["score"].as_f64().unwrap()).sum();
+    assert!(
+        (sum - e.bm25_raw as f64).abs() < 1e-3,
+        "terms sum {sum} != bm25 {}",
+        e.bm25_raw
+    );
+    assert!(terms["tantivy"]["details"].is_array());
+    req.explain = false;
+    assert!(engine.search(&req).unwrap().hits[0].explain.is_none());
+}

@@ -72,6 +72,10 @@ pub struct Explain {
     /// Relevance gate applied to the personal features, when a user profile took part.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub personal_gate: Option<f32>,
+    /// tantivy's BM25 explanation (fields, terms, idf, tf, boosts), filled in for the
+    /// hits of the returned page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bm25_terms: Option<serde_json::Value>,
 }
 
 /// A ranked candidate.
@@ -168,6 +172,7 @@ pub fn rank(
                     bm25_raw: c.bm25,
                     matched_by,
                     personal_gate: None,
+                    bm25_terms: None,
                     features,
                 },
             }

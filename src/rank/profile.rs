@@ -112,10 +112,7 @@ impl Profile {
     }
 
     /// The profile with single weights replaced (`w.semantic=0.6` on a request).
-    pub fn with_overrides(
-        profile: &Profile,
-        overrides: &BTreeMap<String, f32>,
-    ) -> Result<Profile> {
+    pub fn with_overrides(profile: &Profile, overrides: &BTreeMap<String, f32>) -> Result<Profile> {
         let mut p = profile.clone();
         for (k, v) in overrides {
             p.weights.insert(k.clone(), *v);
@@ -278,7 +275,10 @@ pub fn check_name(name: &str) -> Result<()> {
         ));
     }
     if name == "bm25" {
-        return Err(Error::param("name", "`bm25` is built in and cannot be changed"));
+        return Err(Error::param(
+            "name",
+            "`bm25` is built in and cannot be changed",
+        ));
     }
     Ok(())
 }
@@ -314,7 +314,9 @@ pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
     let hist = history_dir(dir, name);
     std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
     let mut version = now_ms();
-    while hist.join(format!("{version}.toml")).exists() || hist.join(format!("{version}.deleted")).exists() {
+    while hist.join(format!("{version}.toml")).exists()
+        || hist.join(format!("{version}.deleted")).exists()
+    {
         version += 1;
     }
     write_atomic(&hist.join(format!("{version}.toml")), text)?;
@@ -404,12 +406,21 @@ mod tests {
         assert!(save(dir.path(), "../x", "[weights]\nbm25 = 1.0\n").is_err());
         assert!(save(dir.path(), "bm25", "[weights]\nbm25 = 1.0\n").is_err());
         let text = std::fs::read_to_string(dir.path().join("a.toml")).unwrap();
-        assert!(text.contains("2.0"), "a rejected save leaves the file alone");
-        assert_eq!(version_text(dir.path(), "a", v1.version).unwrap(), "[weights]\nbm25 = 1.0\n");
+        assert!(
+            text.contains("2.0"),
+            "a rejected save leaves the file alone"
+        );
+        assert_eq!(
+            version_text(dir.path(), "a", v1.version).unwrap(),
+            "[weights]\nbm25 = 1.0\n"
+        );
         remove(dir.path(), "a").unwrap();
         assert!(!dir.path().join("a.toml").exists());
         let vs = versions(dir.path(), "a").unwrap();
-        assert_eq!(vs.iter().map(|v| v.action).collect::<Vec<_>>(), ["put", "put", "delete"]);
+        assert_eq!(
+            vs.iter().map(|v| v.action).collect::<Vec<_>>(),
+            ["put", "put", "delete"]
+        );
         assert_eq!(current_version(dir.path(), "a"), None);
         assert!(Profiles::load(dir.path()).unwrap().get("a").is_err());
     }

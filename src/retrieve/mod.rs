@@ -283,6 +283,89 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
     Some(Box::new(BooleanQuery::new(per_field)))
 }
 
+/// tantivy's explanation of row `ord`'s BM25 score (per field and term: boosts, idf,
+/// term frequency, length normalization); `None` when the query has no words or the
+/// product matches none of them.
+pub fn explain_bm25(
+    gen: &Generation,
+    words: &QueryWords,
+    boosts: &Boosts,
+    ord: u32,
+) -> Result<Option<serde_json::Value>> {
+    let Some(q) = text_query(gen, words, boosts) else {
+        return Ok(None);
+    };
+    let by_ord = TermQuery::new(
+        Term::from_field_u64(gen.fields.ord, ord as u64),
+        IndexRecordOption::Basic,
+    );
+    let hit = gen
+        .searcher
+        .search(&by_ord, &TopDocs::with_limit(1).order_by_score())?;
+    let Some((_, addr)) = hit.first() else {
+        return Ok(None);
+    };
+    let Ok(explanation) = q.explain(&gen.searcher, *addr) else {
+        // The document matches none of the words (a vector-only candidate).
+        return Ok(None);
+    };
+    let tree: serde_json::Value =
+        serde_json::from_str(&explanation.to_pretty_json()).unwrap_or_default();
+    let names: HashMap<u32, &str> = gen
+        .fields
+        .text
+        .iter()
+        .map(|(spec, f)| (f.field_id(), spec.name.as_str()))
+        .collect();
+    let mut terms = Vec::new();
+    flatten_explanation(&tree, 1.0, &names, &mut terms);
+    terms.sort_by(|a, b| b.2.total_cmp(&a.2));
+    let terms: Vec<serde_json::Value> = terms
+        .into_iter()
+        .map(|(field, term, score)| serde_json::json!({"field": field, "term": term, "score": score}))
+        .collect();
+    Ok(Some(serde_json::json!({
+        "score": explanation.value(),
+        "terms": terms,
+        "tantivy": tree,
+    })))
+}
+
+/// (field, term, score with the boosts above it) of every term of a tantivy explanation.
+fn flatten_explanation(
+    node: &serde_json::Value,
+    boost: f32,
+    names: &HashMap<u32, &str>,
+    out: &mut Vec<(String, String, f32)>,
+) {
+    let desc = node["description"].as_str().unwrap_or("");
+    let mut boost = boost;
+    if let Some(b) = desc
+        .strip_prefix("Boost x")
+        .and_then(|r| r.split(' ').next())
+        .and_then(|b| b.parse::<f32>().ok())
+    {
+        boost *= b;
+    }
+    if desc.starts_with("TermQuery") {
+        let context = node["context"][0].as_str().unwrap_or("");
+        let field = context
+            .split("field=")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|f| f.parse::<u32>().ok())
+            .and_then(|f| names.get(&f))
+            .map_or("?", |n| n);
+        let term = context.split('"').nth(1).unwrap_or("");
+        let value = node["value"].as_f64().unwrap_or(0.0) as f32;
+        out.push((field.to_string(), term.to_string(), value * boost));
+        return;
+    }
+    for child in node["details"].as_array().into_iter().flatten() {
+        flatten_explanation(child, boost, names, out);
+    }
+}
+
 fn with_filters(q: Box<dyn Query>, filters: Vec<Box<dyn Query>>) -> Box<dyn Query> {
     if filters.is_empty() {
         return q;

@@ -53,7 +53,12 @@ async fn put(
         reason,
     };
     let text = std::str::from_utf8(&body)
-        .map_err(|e| bad(format!("body is not valid UTF-8 (byte {})", e.valid_up_to())))?
+        .map_err(|e| {
+            bad(format!(
+                "body is not valid UTF-8 (byte {})",
+                e.valid_up_to()
+            ))
+        })?
         .to_string();
     let text = match text.trim_start().starts_with('{') {
         true => {
@@ -93,7 +98,8 @@ async fn restore(
     let n = name.clone();
     let v = params.version;
     let version = run_blocking(&state, move || engine.restore_profile(&n, v)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "restored": v, "version": version})))
+    Ok(HttpResponse::Ok()
+        .json(serde_json::json!({"name": name, "restored": v, "version": version})))
 }
 
 /// The profile's numbers on the evaluation set named in the settings.

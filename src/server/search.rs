@@ -157,18 +157,18 @@ async fn search(
 
 /// `GET /compare?q=&a=&b=` (and every `/search` parameter): both rankings side by side.
 async fn compare(state: web::Data<AppState>, http: HttpRequest) -> Result<HttpResponse> {
-    let pairs = web::Query::<std::collections::BTreeMap<String, String>>::from_query(
-        http.query_string(),
-    )
-    .map_err(|e| Error::param("query", e.to_string()));
+    let pairs =
+        web::Query::<std::collections::BTreeMap<String, String>>::from_query(http.query_string())
+            .map_err(|e| Error::param("query", e.to_string()));
     let parsed = check_utf8(http.query_string()).and_then(|_| {
         let mut pairs = pairs?.into_inner();
         let a = pairs.remove("a").unwrap_or_else(|| "default".into());
         let b = pairs
             .remove("b")
             .ok_or_else(|| Error::param("b", "missing: name the second profile"))?;
-        let params: SearchParams = serde_json::from_value(serde_json::to_value(pairs).unwrap_or_default())
-            .map_err(|e| Error::param("query", e.to_string()))?;
+        let params: SearchParams =
+            serde_json::from_value(serde_json::to_value(pairs).unwrap_or_default())
+                .map_err(|e| Error::param("query", e.to_string()))?;
         Ok((SearchRequest::try_from(params)?, a, b))
     });
     let (req, a, b) = parsed.inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
