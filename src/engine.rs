@@ -18,6 +18,7 @@ use crate::behavior::{self, Event, EventStore, EventType, Personalization, UserP
 use crate::catalog::Product;
 use crate::encoder::{device, Encoder, EncoderConfig};
 use crate::error::{Error, Result};
+use crate::experiments::{self, Experiments};
 use crate::index::{self, Generation, LiveWriter, Outcome, ProductWrite};
 use crate::intent::{IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
 use crate::jobs::{JobStatus, Jobs, ReindexSpec};
@@ -136,6 +137,20 @@ pub struct SearchResponse {
     pub facets: Facets,
     /// Stage timings.
     pub timings_ms: Timings,
+    /// The A/B experiment this search took part in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentTag>,
+}
+
+/// Which experiment arm served a search, and the id its outcomes are attributed to.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExperimentTag {
+    /// Experiment id.
+    pub id: String,
+    /// Arm (`interleaved` when interleaving).
+    pub arm: String,
+    /// Logged search id.
+    pub search_id: String,
 }
 
 /// Filters as applied to a search.
@@ -201,6 +216,8 @@ pub struct Engine {
     encoder: Option<Arc<Encoder>>,
     semantic_note: Option<String>,
     profiles: RwLock<Arc<Profiles>>,
+    /// Running A/B experiments.
+    experiments: Experiments,
     /// Judged queries and qrels for [`Engine::eval_profile`].
     eval_set: Option<(PathBuf, PathBuf)>,
     /// Serializes profile edits (save + reload).
@@ -244,6 +261,8 @@ impl Engine {
     ) -> Result<Engine> {
         let generation = index::open(data_dir, encoder.as_ref())?;
         let profiles = Profiles::load(&data_dir.join("profiles"))?;
+        let experiments =
+            Experiments::open(&data_dir.join("experiments"), |p| profiles.get(p).is_ok())?;
         let (encoder, semantic_note) = match (encoder, &generation.meta.model_id) {
             (None, _) => (None, Some(encoder_note.unwrap_or_else(|| "no encoder loaded".into()))),
             (Some(_), None) => (
@@ -275,6 +294,7 @@ impl Engine {
             profiles: RwLock::new(Arc::new(profiles)),
             profile_edit: Mutex::new(()),
             eval_set: None,
+            experiments,
             profiles_stamp: Mutex::new(profiles_stamp(&data_dir.join("profiles"))),
             live: Mutex::new(None),
             jobs: Jobs::default(),
@@ -722,6 +742,111 @@ impl Engine {
         )
     }
 
+    /// A shopper's search: when the request names no profile and no weight overrides, a
+    /// running experiment may choose the profile (or interleave two); such searches are
+    /// logged with their arm and the products shown.
+    pub fn shopper_search(&self, req: &SearchRequest) -> Result<SearchResponse> {
+        let assignment = match (&req.user, &req.profile, req.overrides.is_empty()) {
+            (Some(user), None, true) => self.experiments.assign(user),
+            _ => None,
+        };
+        let Some(a) = assignment else {
+            return self.search(req);
+        };
+        let profiles = self.profiles();
+        if a.profiles.iter().any(|p| profiles.get(p).is_err()) {
+            tracing::warn!(experiment = %a.id, "an arm's profile is gone; serving the default");
+            return self.search(req);
+        }
+        let user = req.user.clone().unwrap_or_default();
+        let run = |profile: &str| {
+            let mut r = req.clone();
+            r.profile = Some(profile.to_string());
+            self.search(&r)
+        };
+        let (mut res, teams) = match a.profiles.as_slice() {
+            [one] => (run(one)?, Vec::new()),
+            [pa, pb] => {
+                let (ra, rb) = (run(pa)?, run(pb)?);
+                let ids =
+                    |r: &SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
+                // A fresh coin for each search's team draft.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                let seed = experiments::hash64(&format!("{user}\u{0}{}\u{0}{nanos}", req.query));
+                let merged = experiments::team_draft(&ids(&ra), &ids(&rb), req.size, seed);
+                let names: Vec<String> = self.experiment_arms(&a.id);
+                let mut hits = Vec::with_capacity(merged.len());
+                let mut teams = Vec::with_capacity(merged.len());
+                for (id, team) in merged {
+                    let from = if team == 0 { &ra } else { &rb };
+                    if let Some(h) = from.hits.iter().find(|h| h.id == id) {
+                        hits.push(h.clone());
+                        teams.push(names.get(team).cloned().unwrap_or_default());
+                    }
+                }
+                let mut res = ra;
+                res.profile = format!("{pa}+{pb}");
+                res.hits = hits;
+                (res, teams)
+            }
+            _ => return self.search(req),
+        };
+        let shown = res.hits.iter().map(|h| h.id.clone()).collect();
+        let search_id = self.experiments.record_impression(
+            &a,
+            &user,
+            &req.query,
+            shown,
+            teams,
+            behavior::now(),
+        )?;
+        res.experiment = Some(ExperimentTag {
+            id: a.id,
+            arm: a.arm,
+            search_id,
+        });
+        Ok(res)
+    }
+
+    fn experiment_arms(&self, id: &str) -> Vec<String> {
+        self.experiments
+            .report(id)
+            .ok()
+            .and_then(|r| {
+                r["config"]["arms"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|x| x["name"].as_str().map(String::from))
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    /// Starts or redefines experiment `id` (TOML or JSON; every arm's profile must exist).
+    pub fn put_experiment(&self, id: &str, text: &str) -> Result<serde_json::Value> {
+        let profiles = self.profiles();
+        self.experiments
+            .put(id, text, |p| profiles.get(p).is_ok())?;
+        self.experiments.report(id)
+    }
+
+    /// Stops experiment `id`; its log stays on disk.
+    pub fn stop_experiment(&self, id: &str) -> Result<()> {
+        self.experiments.stop(id)
+    }
+
+    /// Per-arm searches, users, CTR, add-to-cart and purchase rates with 95% intervals.
+    pub fn experiment_report(&self, id: &str) -> Result<serde_json::Value> {
+        self.experiments.report(id)
+    }
+
+    /// Running experiment ids.
+    pub fn experiment_ids(&self) -> Vec<String> {
+        self.experiments.ids()
+    }
+
     /// Names the evaluation set of [`Engine::eval_profile`].
     pub fn set_eval_set(&mut self, queries: PathBuf, qrels: PathBuf) {
         self.eval_set = Some((queries, qrels));
@@ -1017,6 +1142,7 @@ impl Engine {
             hits,
             facets,
             timings_ms: timings,
+            experiment: None,
         })
     }
 
@@ -1084,6 +1210,9 @@ impl Engine {
             self.suggester.record(e.query.as_deref().unwrap_or(""));
         }
         b.apply(&self.generation(), &events, &vectors);
+        if let Err(e) = self.experiments.observe(&events) {
+            tracing::error!(error = %e, "could not log experiment outcomes");
+        }
         Ok((events.len(), total - events.len()))
     }
 

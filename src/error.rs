@@ -111,6 +111,12 @@ pub enum Error {
     /// Another catalog job is running.
     #[error("a catalog job is already running: {0}")]
     JobRunning(String),
+    /// An experiment definition is invalid.
+    #[error("invalid experiment: {0}")]
+    InvalidExperiment(String),
+    /// No such experiment.
+    #[error("experiment `{0}` not found")]
+    ExperimentNotFound(String),
     /// No evaluation set is configured.
     #[error("no evaluation set: set `eval_queries` and `eval_qrels` in the settings")]
     NoEvalSet,
@@ -182,6 +188,8 @@ impl Error {
             Error::JobRunning(_) => "job_running",
             Error::JobNotFound(_) => "job_not_found",
             Error::NoEvalSet => "no_eval_set",
+            Error::InvalidExperiment(_) => "invalid_experiment",
+            Error::ExperimentNotFound(_) => "experiment_not_found",
             Error::Io { .. } => "io_error",
             Error::Index(_) => "index_error",
             Error::Inference(_) => "inference_error",

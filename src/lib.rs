@@ -19,6 +19,7 @@ pub mod engine;
 pub mod error;
 pub mod eval;
 pub mod eval_personal;
+pub mod experiments;
 pub mod index;
 pub mod intent;
 pub mod jobs;

@@ -23,10 +23,12 @@ impl ResponseError for Error {
             | Error::InvalidParam { .. }
             | Error::UnknownProfile { .. }
             | Error::InvalidEvent { .. }
-            | Error::InvalidProduct { .. } => StatusCode::BAD_REQUEST,
-            Error::ProductNotFound(_) | Error::UserNotFound(_) | Error::JobNotFound(_) => {
-                StatusCode::NOT_FOUND
-            }
+            | Error::InvalidProduct { .. }
+            | Error::InvalidExperiment(_) => StatusCode::BAD_REQUEST,
+            Error::ProductNotFound(_)
+            | Error::UserNotFound(_)
+            | Error::JobNotFound(_)
+            | Error::ExperimentNotFound(_) => StatusCode::NOT_FOUND,
             Error::JobRunning(_) => StatusCode::CONFLICT,
             Error::ReadOnly(_) | Error::NoEvalSet => StatusCode::SERVICE_UNAVAILABLE,
             Error::GateFailed(_) | Error::Cancelled => StatusCode::UNPROCESSABLE_ENTITY,

@@ -5,6 +5,7 @@
 mod catalog;
 mod error;
 mod events;
+mod experiments;
 mod profiles;
 mod search;
 mod status;
@@ -72,6 +73,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(events::configure)
     .configure(catalog::configure)
     .configure(profiles::configure)
+    .configure(experiments::configure)
     .configure(status::configure)
     .default_service(web::to(error::not_found));
 }

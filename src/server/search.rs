@@ -151,7 +151,7 @@ async fn search(
         .and_then(|_| SearchRequest::try_from(params.into_inner()))
         .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
     let engine = state.engine.clone();
-    let res = run_blocking(&state, move || engine.search(&req)).await?;
+    let res = run_blocking(&state, move || engine.shopper_search(&req)).await?;
     Ok(HttpResponse::Ok().json(res))
 }
 
