@@ -630,3 +630,21 @@ fn a_rebuild_encodes_only_products_whose_text_changed() {
         "stored vector differs from a fresh encode by {diff}"
     );
 }
+
+#[test]
+fn leftovers_of_a_crashed_build_are_removed_when_writes_start() {
+    let data = common::demo_index(None);
+    let gens = data.path().join("generations");
+    let live = std::fs::read_to_string(data.path().join("CURRENT")).unwrap();
+    // A build killed before its rename, and one killed after the rename but before the
+    // switch of CURRENT.
+    std::fs::create_dir_all(gens.join("g1.building/tantivy")).unwrap();
+    std::fs::create_dir_all(gens.join("g2")).unwrap();
+    std::fs::write(gens.join("g2/meta.json"), "{}").unwrap();
+    let _engine = writable(data.path());
+    let left: Vec<String> = std::fs::read_dir(&gens)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, [live.trim().to_string()]);
+}

@@ -505,13 +505,26 @@ pub fn build_lock(data_dir: &Path) -> Result<Option<std::fs::File>> {
     }
 }
 
-/// Removes builds a crashed process left behind (`*.building`). Call with the build lock.
+/// Removes what a crashed build left behind: `*.building` folders, and finished
+/// generations that were never published (neither `CURRENT` nor `PREVIOUS`). Call with
+/// the build lock held.
 pub fn remove_unfinished(data_dir: &Path) {
     let Ok(entries) = std::fs::read_dir(generations_dir(data_dir)) else {
         return;
     };
+    let keep: Vec<String> = [
+        current_name(data_dir),
+        read_pointer(&data_dir.join("PREVIOUS")),
+    ]
+    .into_iter()
+    .filter_map(|n| n.ok().flatten())
+    .collect();
+    if keep.is_empty() {
+        return;
+    }
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().ends_with(".building") {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.ends_with(".building") || !keep.contains(&name) {
             tracing::warn!(path = %entry.path().display(), "removing an unfinished build");
             if let Err(e) = std::fs::remove_dir_all(entry.path()) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "could not remove it");

@@ -133,6 +133,14 @@ pub fn parse(text: &str) -> Option<(PriceIntent, (usize, usize))> {
             if !(0.0..1e8).contains(&a) {
                 continue;
             }
+            // `11-11`, `12-12` (shopping festivals, dates) are not a price range: equal
+            // ends without a currency word.
+            let has_unit = ["元", "块", "rmb"]
+                .iter()
+                .any(|u| whole.as_str().contains(u));
+            if b == Some(a) && !has_unit {
+                continue;
+            }
             return Some(((pattern.make)(a, b), (whole.start(), whole.end())));
         }
     }
@@ -246,6 +254,8 @@ mod tests {
             "兰蔻小黑瓶50ml",
             "mate60",
             "14寸笔记本",
+            "【11-11】兰蔻小黑瓶",
+            "双12 12-12 口红",
         ] {
             assert_eq!(intent(text), None, "{text}");
         }
