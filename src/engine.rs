@@ -203,6 +203,9 @@ pub struct Health {
     pub note: Option<String>,
     /// Known profiles.
     pub profiles: Vec<String>,
+    /// Query-vector cache counters, when semantic ranking is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_cache: Option<crate::encoder::CacheStats>,
 }
 
 /// The search engine over one data directory.
@@ -888,6 +891,7 @@ impl Engine {
             model: self.encoder.as_ref().map(|e| e.id().to_string()),
             note: self.semantic_note.clone(),
             profiles: self.profiles().names(),
+            query_cache: self.encoder.as_ref().map(|e| e.query_cache()),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod suggest;
+pub mod synth;
 pub mod tune;
 
 pub use engine::{Engine, SearchRequest, SearchResponse};

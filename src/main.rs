@@ -133,6 +133,22 @@ enum Command {
         #[arg(long)]
         user: Option<String>,
     },
+    /// Write a synthetic catalog (JSON lines) of recombined real titles from the shared
+    /// data, for load and memory benchmarks (ids `syn-N`, shops `合成-…`).
+    Synth {
+        /// The shared data folder.
+        #[arg(long, default_value = "../shared/data")]
+        shared: PathBuf,
+        /// Number of products.
+        #[arg(long, default_value_t = 100_000)]
+        products: usize,
+        /// Random seed (same seed, same catalog).
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        /// Output file.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Evaluate personalization with the simulated-shopper protocol on the shared catalogs
     /// (profiles from `--data-dir`'s `profiles/`, if any, besides the built-in ones).
     EvalPersonal {
@@ -482,6 +498,21 @@ fn main() -> anyhow::Result<()> {
                 "imported {stored} events from {}; dropped {expired} older than the retention of {} days",
                 file.display(),
                 settings.retention_days
+            );
+            Ok(())
+        }
+        Command::Synth {
+            shared,
+            products,
+            seed,
+            out,
+        } => {
+            let started = std::time::Instant::now();
+            let n = shoprank::synth::generate(&shared, products, seed, &out)?;
+            println!(
+                "wrote {n} synthetic products to {} in {:.1}s",
+                out.display(),
+                started.elapsed().as_secs_f64()
             );
             Ok(())
         }

@@ -305,6 +305,12 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// A version id after every saved one: now, or one past the newest.
+fn next_version(dir: &Path, name: &str) -> Result<u64> {
+    let last = versions(dir, name)?.last().map_or(0, |v| v.version);
+    Ok(now_ms().max(last + 1))
+}
+
 /// Validates `text` and saves it as profile `name` in `dir`, keeping a timestamped copy
 /// in `dir/.history/name/`. Nothing is written when the text is invalid.
 pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
@@ -313,12 +319,7 @@ pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
     let profile = Profile::parse(text, &path)?;
     let hist = history_dir(dir, name);
     std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
-    let mut version = now_ms();
-    while hist.join(format!("{version}.toml")).exists()
-        || hist.join(format!("{version}.deleted")).exists()
-    {
-        version += 1;
-    }
+    let version = next_version(dir, name)?;
     write_atomic(&hist.join(format!("{version}.toml")), text)?;
     write_atomic(&path, text)?;
     Ok((
@@ -342,7 +343,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<Version> {
     }
     let hist = history_dir(dir, name);
     std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
-    let version = now_ms();
+    let version = next_version(dir, name)?;
     write_atomic(&hist.join(format!("{version}.deleted")), "")?;
     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     Ok(Version {
