@@ -1101,6 +1101,11 @@ impl Engine {
             _ => None,
         };
         let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
+        let ranked = rank::diversify(
+            ranked,
+            |ord| crate::analysis::normalize(&gen.products[ord as usize].brand),
+            profile.diversity.max_per_brand,
+        );
         let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
         let hits = ranked
             .iter()

@@ -104,7 +104,11 @@ pub fn generate(shared: &Path, n: usize, seed: u64, out: &Path) -> Result<usize>
             title.remove(1 + rng.below(title.len() - 1));
         }
         if let Some(borrowed) = phrases[other].get(rng.below(phrases[other].len().max(1))) {
-            title.push(borrowed.to_string());
+            // A long unspaced title lends a short window, not all of itself.
+            let chars: Vec<char> = borrowed.chars().collect();
+            let len = chars.len().min(4 + rng.below(5));
+            let at = rng.below(chars.len() - len + 1);
+            title.push(chars[at..at + len].iter().collect());
         }
         title.push(pick(&mut rng, EXTRAS).to_string());
         if rng.unit() < 0.5 {

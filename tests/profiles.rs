@@ -327,3 +327,60 @@ fn explain_breaks_bm25_down_by_field_and_term() {
     req.explain = false;
     assert!(engine.search(&req).unwrap().hits[0].explain.is_none());
 }
+
+#[test]
+fn diversity_caps_one_brand_per_round_without_dropping_results() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let search = |profile: &str| {
+        let mut req = SearchRequest::new("手机壳");
+        req.profile = Some(profile.into());
+        req.size = 100;
+        engine.search(&req).unwrap().hits
+    };
+    engine
+        .put_profile("plain", "[weights]\nbm25 = 1.0\n")
+        .unwrap();
+    engine
+        .put_profile(
+            "diverse",
+            "[weights]\nbm25 = 1.0\n[diversity]\nmax_per_brand = 1\n",
+        )
+        .unwrap();
+    let (plain, diverse) = (search("plain"), search("diverse"));
+    let ids = |h: &[shoprank::engine::Hit]| {
+        let mut v: Vec<String> = h.iter().map(|h| h.id.clone()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&plain), ids(&diverse), "the same results, reordered");
+    // Products without a brand are never held back; among the rest, every brand
+    // appears once before any appears twice.
+    let brands: Vec<&str> = diverse
+        .iter()
+        .map(|h| h.brand.as_str())
+        .filter(|b| !b.is_empty())
+        .collect();
+    let distinct: std::collections::HashSet<&str> = brands.iter().copied().collect();
+    let first: std::collections::HashSet<&str> = brands[..distinct.len()].iter().copied().collect();
+    assert_eq!(
+        first.len(),
+        distinct.len(),
+        "one of each brand first: {brands:?}"
+    );
+    let plain_brands: Vec<&str> = plain
+        .iter()
+        .map(|h| h.brand.as_str())
+        .filter(|b| !b.is_empty())
+        .collect();
+    assert_ne!(
+        brands, plain_brands,
+        "the plain order repeats a brand early"
+    );
+    assert!(engine
+        .put_profile(
+            "bad",
+            "[weights]\nbm25 = 1.0\n[diversity]\nmax_per_shop = 1\n"
+        )
+        .is_err());
+}

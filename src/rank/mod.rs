@@ -24,7 +24,38 @@ pub mod profile;
 
 use serde::Serialize;
 
-pub use profile::{CandidateCounts, Profile, Profiles};
+pub use profile::{CandidateCounts, Diversity, Profile, Profiles};
+
+/// Reorders ranked results so that no brand has more than `max_per_brand` of any window of
+/// results before others get a turn: a product over its brand's share waits (in order)
+/// until the next round. Nothing is dropped; products without a brand are never held.
+pub fn diversify(
+    ranked: Vec<Scored>,
+    brand_of: impl Fn(u32) -> String,
+    max_per_brand: usize,
+) -> Vec<Scored> {
+    if max_per_brand == 0 {
+        return ranked;
+    }
+    let mut out = Vec::with_capacity(ranked.len());
+    let mut pending = ranked;
+    while !pending.is_empty() {
+        let mut counts: std::collections::HashMap<String, usize> = Default::default();
+        let mut later = Vec::new();
+        for s in pending {
+            let brand = brand_of(s.ord);
+            let n = counts.entry(brand.clone()).or_default();
+            if brand.is_empty() || *n < max_per_brand {
+                *n += 1;
+                out.push(s);
+            } else {
+                later.push(s);
+            }
+        }
+        pending = later;
+    }
+    out
+}
 
 use crate::behavior::profile::PersonalContext;
 use crate::index::Generation;

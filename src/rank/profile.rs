@@ -52,6 +52,20 @@ pub struct Profile {
     /// How user profiles are built (half-lives, event type weights).
     #[serde(default)]
     pub personalization: Personalization,
+    /// Result diversity.
+    #[serde(default)]
+    pub diversity: Diversity,
+}
+
+/// Result diversity: at most `max_per_brand` products of one brand in a row of results
+/// before other brands get their turn (0: off). Products held back keep their order and
+/// follow, so nothing is dropped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Diversity {
+    /// Products of one brand among the first results before another brand's turn.
+    #[serde(default)]
+    pub max_per_brand: usize,
 }
 
 impl Profile {
@@ -89,6 +103,7 @@ impl Profile {
             .collect(),
             candidates: CandidateCounts::default(),
             personalization: Personalization::default(),
+            diversity: Diversity::default(),
         }
     }
 
@@ -103,6 +118,7 @@ impl Profile {
                 vector: 0,
             },
             personalization: Personalization::default(),
+            diversity: Diversity::default(),
         }
     }
 
