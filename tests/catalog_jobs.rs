@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use shoprank::engine::{Engine, SearchRequest};
 use shoprank::index::{Outcome, Patch, ProductWrite};
 use shoprank::jobs::{JobStatus, ReindexSpec};
-use shoprank::server::{app, AppState};
+use shoprank::server::AppState;
 use shoprank::settings::Settings;
 
 fn settings(data_dir: &Path, commit_interval_ms: u64) -> Settings {
@@ -479,17 +479,6 @@ fn a_second_writer_is_refused_and_read_only_engines_say_so() {
     assert_eq!(err.code(), "read_only");
 }
 
-async fn call(
-    state: &actix_web::web::Data<AppState>,
-    req: atest::TestRequest,
-) -> (StatusCode, Value) {
-    let svc = atest::init_service(app(state.clone())).await;
-    let res = atest::call_service(&svc, req.to_request()).await;
-    let status = res.status();
-    let body = atest::read_body(res).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 #[actix_web::test]
 async fn the_write_api_answers_bad_input_with_clear_errors() {
     let data = common::demo_index(None);
@@ -501,22 +490,22 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
             .set_payload(body.to_vec())
     };
 
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         put(r#"[{"id":"h1","title":"透明 手机壳","price":5}]"#.as_bytes()),
     )
     .await;
     assert_eq!((s, b["applied"].clone()), (StatusCode::OK, json!(1)), "{b}");
-    let (s, b) = call(&state, put(b"{not json")).await;
+    let (s, b) = common::call(&state, put(b"{not json")).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_product")),
         "{b}"
     );
-    let (s, b) = call(&state, put(b"\xff\xfe")).await;
+    let (s, b) = common::call(&state, put(b"\xff\xfe")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b["message"].as_str().unwrap().contains("UTF-8"), "{b}");
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         put(br#"[{"id":"h2","title":"ok"},{"id":"h3","title":"x","colour":"red"}]"#),
     )
@@ -528,7 +517,7 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
         engine.product("h2").is_err(),
         "nothing of a rejected batch is applied"
     );
-    let (s, _) = call(&state, put(br#"{"id":"h4","title":"x","price":-3}"#)).await;
+    let (s, _) = common::call(&state, put(br#"{"id":"h4","title":"x","price":-3}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
     let patch = |id: &str, body: &str| {
@@ -536,30 +525,30 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
             .uri(&format!("/products/{id}"))
             .set_payload(body.to_string())
     };
-    let (s, b) = call(&state, patch("h1", r#"{"price": 3.5}"#)).await;
+    let (s, b) = common::call(&state, patch("h1", r#"{"price": 3.5}"#)).await;
     assert_eq!(
         (s, b["outcome"].as_str()),
         (StatusCode::OK, Some("applied"))
     );
     assert_eq!(engine.product("h1").unwrap().price, Some(3.5));
-    let (s, b) = call(&state, patch("h1", r#"{"title": "new"}"#)).await;
+    let (s, b) = common::call(&state, patch("h1", r#"{"title": "new"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
-    let (s, b) = call(&state, patch("nope", r#"{"price": 1}"#)).await;
+    let (s, b) = common::call(&state, patch("nope", r#"{"price": 1}"#)).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("product_not_found"))
     );
-    let (s, _) = call(&state, atest::TestRequest::delete().uri("/products/nope")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/products/nope")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = call(
+    let (s, _) = common::call(
         &state,
         atest::TestRequest::delete().uri("/products/h1?updated_at=abc"),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(&state, atest::TestRequest::delete().uri("/products/h1")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/products/h1")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = call(&state, atest::TestRequest::get().uri("/products/h1")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::get().uri("/products/h1")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     let reindex = |body: &str| {
@@ -567,17 +556,17 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
             .uri("/admin/reindex")
             .set_payload(body.to_string())
     };
-    let (s, _) = call(&state, reindex(r#"{"catalogue": "x"}"#)).await;
+    let (s, _) = common::call(&state, reindex(r#"{"catalogue": "x"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(&state, reindex(r#"{"catalog": "/no/such/file.jsonl"}"#)).await;
+    let (s, _) = common::call(&state, reindex(r#"{"catalog": "/no/such/file.jsonl"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let body = json!({"catalog": common::fixture("demo_catalog.jsonl")}).to_string();
-    let (s, b) = call(&state, reindex(&body)).await;
+    let (s, b) = common::call(&state, reindex(&body)).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["id"].as_str().unwrap().to_string();
     let status = wait_for_job(&engine, &id);
     assert_eq!(status.state, "succeeded");
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         atest::TestRequest::get().uri(&format!("/admin/jobs/{id}")),
     )
@@ -587,12 +576,12 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
         (StatusCode::OK, Some("succeeded"))
     );
     assert_eq!(b["total"], 120);
-    let (s, _) = call(&state, atest::TestRequest::get().uri("/admin/jobs/nope")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::get().uri("/admin/jobs/nope")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 
     // A read-only engine refuses writes with 503.
     let ro = AppState::new(Arc::new(common::open_engine(data.path(), None)), 64);
-    let (s, b) = call(&ro, put(br#"{"id":"z","title":"x"}"#)).await;
+    let (s, b) = common::call(&ro, put(br#"{"id":"z","title":"x"}"#)).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("read_only"))

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use shoprank::behavior::{self, Event, EventType};
 use shoprank::engine::{Engine, SearchRequest};
-use shoprank::server::{app, AppState};
+use shoprank::server::AppState;
 
 fn engine(data: &Path) -> Engine {
     common::open_engine_with_events(data, &data.join("events.redb"))
@@ -240,17 +240,6 @@ fn interleaving_credits_clicks_to_the_team_that_placed_the_product() {
     eprintln!("interleaving: pop {pop} bm25 {bm} ({shown_pop_first} best-sellers below rank 1)");
 }
 
-async fn call(
-    state: &actix_web::web::Data<AppState>,
-    req: atest::TestRequest,
-) -> (StatusCode, Value) {
-    let svc = atest::init_service(app(state.clone())).await;
-    let res = atest::call_service(&svc, req.to_request()).await;
-    let status = res.status();
-    let body = atest::read_body(res).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
-
 #[actix_web::test]
 async fn the_experiment_api_validates_definitions() {
     let data = common::demo_index(None);
@@ -268,30 +257,30 @@ async fn the_experiment_api_validates_definitions() {
         r#"{"arms": [{"name": "a", "profile": "default", "traffic": 50, "colour": 1}, {"name": "b", "profile": "bm25", "traffic": 50}]}"#,
         "not toml [",
     ] {
-        let (s, b) = call(&state, put("x", bad)).await;
+        let (s, b) = common::call(&state, put("x", bad)).await;
         assert_eq!(
             (s, b["code"].as_str()),
             (StatusCode::BAD_REQUEST, Some("invalid_experiment")),
             "{bad}: {b}"
         );
     }
-    let (s, b) = call(&state, put("bad%21id", AB)).await;
+    let (s, b) = common::call(&state, put("bad%21id", AB)).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_parameter"))
     );
-    let (s, b) = call(&state, put("ab", AB)).await;
+    let (s, b) = common::call(&state, put("ab", AB)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, b) = call(&state, atest::TestRequest::get().uri("/experiments")).await;
+    let (s, b) = common::call(&state, atest::TestRequest::get().uri("/experiments")).await;
     assert_eq!((s, b), (StatusCode::OK, json!({"experiments": ["ab"]})));
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         atest::TestRequest::get().uri("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&user=u7"),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["experiment"]["id"], "ab");
-    let (s, b) = call(&state, atest::TestRequest::get().uri("/experiments/ab")).await;
+    let (s, b) = common::call(&state, atest::TestRequest::get().uri("/experiments/ab")).await;
     assert_eq!(s, StatusCode::OK);
     let searches: u64 = b["arms"]
         .as_array()
@@ -300,9 +289,9 @@ async fn the_experiment_api_validates_definitions() {
         .map(|a| a["searches"].as_u64().unwrap())
         .sum();
     assert_eq!(searches, 1);
-    let (s, _) = call(&state, atest::TestRequest::delete().uri("/experiments/ab")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/experiments/ab")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = call(&state, atest::TestRequest::get().uri("/experiments/ab")).await;
+    let (s, b) = common::call(&state, atest::TestRequest::get().uri("/experiments/ab")).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::NOT_FOUND, Some("experiment_not_found"))

@@ -12,18 +12,7 @@ use actix_web::test as atest;
 use serde_json::Value;
 
 use shoprank::engine::SearchRequest;
-use shoprank::server::{app, AppState};
-
-async fn call(
-    state: &actix_web::web::Data<AppState>,
-    req: atest::TestRequest,
-) -> (StatusCode, Value) {
-    let svc = atest::init_service(app(state.clone())).await;
-    let res = atest::call_service(&svc, req.to_request()).await;
-    let status = res.status();
-    let body = atest::read_body(res).await;
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-}
+use shoprank::server::AppState;
 
 fn put(name: &str, body: &str) -> atest::TestRequest {
     atest::TestRequest::put()
@@ -56,10 +45,10 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
     let engine = Arc::new(common::open_engine(data.path(), None));
     let state = AppState::new(engine.clone(), 64);
 
-    let (s, b) = call(&state, put("pop", "[weights]\npopularity = 1.0\n")).await;
+    let (s, b) = common::call(&state, put("pop", "[weights]\npopularity = 1.0\n")).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let v1 = b["version"]["version"].as_u64().unwrap();
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
     )
@@ -73,28 +62,28 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
         "[weights]\npopularity = \"x\"\n",
         "[weights",
     ] {
-        let (s, b) = call(&state, put("pop", bad)).await;
+        let (s, b) = common::call(&state, put("pop", bad)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
         assert_eq!(b["code"], "invalid_profile");
     }
-    let (s, b) = call(&state, put("pop", r#"{"weights": {"rating": 2.0}}"#)).await;
+    let (s, b) = common::call(&state, put("pop", r#"{"weights": {"rating": 2.0}}"#)).await;
     assert_eq!(s, StatusCode::OK, "JSON bodies work too: {b}");
-    let (_, b) = call(
+    let (_, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
     )
     .await;
     assert_eq!(weights(&b), [("rating".to_string(), 2.0)]);
-    let (s, _) = call(&state, put("bm25", "[weights]\nbm25 = 2.0\n")).await;
+    let (s, _) = common::call(&state, put("bm25", "[weights]\nbm25 = 2.0\n")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(&state, put("a%2Fb", "[weights]\nbm25 = 2.0\n")).await;
+    let (s, _) = common::call(&state, put("a%2Fb", "[weights]\nbm25 = 2.0\n")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let (s, b) = call(&state, get("/profiles/pop")).await;
+    let (s, b) = common::call(&state, get("/profiles/pop")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(b["versions"].as_array().unwrap().len(), 2);
     assert_eq!(b["profile"]["weights"]["rating"], 2.0);
-    let (_, list) = call(&state, get("/profiles")).await;
+    let (_, list) = common::call(&state, get("/profiles")).await;
     let names: Vec<&str> = list["profiles"]
         .as_array()
         .unwrap()
@@ -105,28 +94,28 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
     assert!(list["features"].as_array().unwrap().len() >= 12);
 
     // Roll back to the first version.
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         atest::TestRequest::post().uri(&format!("/profiles/pop/restore?version={v1}")),
     )
     .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (_, b) = call(
+    let (_, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop&explain=true"),
     )
     .await;
     assert_eq!(weights(&b), [("popularity".to_string(), 1.0)]);
-    let (s, _) = call(
+    let (s, _) = common::call(
         &state,
         atest::TestRequest::post().uri("/profiles/pop/restore?version=1"),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let (s, _) = call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
     assert_eq!(s, StatusCode::OK);
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=pop"),
     )
@@ -135,17 +124,17 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
         (s, b["code"].as_str()),
         (StatusCode::BAD_REQUEST, Some("unknown_profile"))
     );
-    let (s, _) = call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/profiles/pop")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // The history survives a delete: the profile can come back.
-    let (s, _) = call(
+    let (s, _) = common::call(
         &state,
         atest::TestRequest::post().uri(&format!("/profiles/pop/restore?version={v1}")),
     )
     .await;
     assert_eq!(s, StatusCode::OK);
     // No evaluation set configured: a clear 503.
-    let (s, b) = call(&state, get("/profiles/pop/eval")).await;
+    let (s, b) = common::call(&state, get("/profiles/pop/eval")).await;
     assert_eq!(
         (s, b["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("no_eval_set"))
@@ -165,12 +154,12 @@ async fn single_weights_are_overridden_per_request_and_compared_side_by_side() {
             .map(|h| h["id"].as_str().unwrap().to_string())
             .collect()
     };
-    let (_, plain) = call(
+    let (_, plain) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=bm25&size=20"),
     )
     .await;
-    let (s, pop) = call(
+    let (s, pop) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&profile=bm25&size=20&w.bm25=0&w.popularity=1&explain=true"),
     )
@@ -183,20 +172,20 @@ async fn single_weights_are_overridden_per_request_and_compared_side_by_side() {
         .map(|id| engine.product(id).unwrap().sales)
         .collect();
     assert!(sales.windows(2).all(|w| w[0] >= w[1]), "{sales:?}");
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&w.semantik=1"),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b["message"].as_str().unwrap().contains("semantik"), "{b}");
-    let (s, _) = call(
+    let (s, _) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&w.bm25=abc"),
     )
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         get("/search?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&colour=red"),
     )
@@ -204,7 +193,7 @@ async fn single_weights_are_overridden_per_request_and_compared_side_by_side() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert!(b["message"].as_str().unwrap().contains("colour"), "{b}");
 
-    let (s, b) = call(
+    let (s, b) = common::call(
         &state,
         get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25&b=default&size=10"),
     )
@@ -219,9 +208,9 @@ async fn single_weights_are_overridden_per_request_and_compared_side_by_side() {
             assert_eq!(m["delta"].as_i64(), Some(x - y));
         }
     }
-    let (s, _) = call(&state, get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25")).await;
+    let (s, _) = common::call(&state, get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25")).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let (s, _) = call(
+    let (s, _) = common::call(
         &state,
         get("/compare?q=%E6%89%8B%E6%9C%BA%E5%A3%B3&a=bm25&b=nope"),
     )

@@ -24,6 +24,7 @@ use shoprank::encoder::{Encoder, EncoderConfig, Pooling};
 use shoprank::index::{self, BuildOptions, GenerationMeta};
 use shoprank::rank::Profiles;
 use shoprank::schema::CatalogSchema;
+use shoprank::server::{app, AppState};
 use shoprank::Engine;
 
 /// The crate root (where `fixtures/`, `index_schema/` and `models/` live).
@@ -261,4 +262,19 @@ pub fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+/// One request through the whole app: (status, JSON body or `null`).
+pub async fn call(
+    state: &actix_web::web::Data<AppState>,
+    req: actix_web::test::TestRequest,
+) -> (actix_web::http::StatusCode, serde_json::Value) {
+    let svc = actix_web::test::init_service(app(state.clone())).await;
+    let res = actix_web::test::call_service(&svc, req.to_request()).await;
+    let status = res.status();
+    let body = actix_web::test::read_body(res).await;
+    (
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
