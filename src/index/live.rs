@@ -313,44 +313,38 @@ fn vectors_for(
     encoder: Option<&Encoder>,
 ) -> Result<Vec<Option<Vec<f32>>>> {
     let mut out = vec![None; changes.len()];
-    let mut missing: Vec<(usize, String)> = Vec::new();
-    for (i, c) in changes.iter().enumerate() {
-        if let Change::Upsert { product } = c {
-            if gen.needs_vector(product) {
-                let text = product.embedding_text();
-                match cache.as_ref().map(|c| c.get(&text)).transpose()?.flatten() {
-                    Some(v) => out[i] = Some(v),
-                    None => missing.push((i, text)),
-                }
+    let wanted: Vec<(usize, String)> = changes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| match c {
+            Change::Upsert { product } if gen.needs_vector(product) => {
+                Some((i, product.embedding_text()))
             }
-        }
-    }
-    if missing.is_empty() {
-        return Ok(out);
-    }
-    let Some(encoder) = encoder else {
-        // Without a model a row still needs a vector; a zero vector matches nothing.
-        tracing::warn!(
-            products = missing.len(),
-            "no encoder loaded: changed products get zero vectors until the next rebuild"
-        );
-        let dim = gen.vectors.as_ref().map_or(0, |v| v.dim());
-        for (i, _) in missing {
-            out[i] = Some(vec![0.0; dim]);
-        }
+            _ => None,
+        })
+        .collect();
+    // Without vectors in the generation there is no cache and nothing to compute.
+    let (Some(cache), false) = (cache.as_mut(), wanted.is_empty()) else {
         return Ok(out);
     };
-    let texts: Vec<String> = missing.iter().map(|(_, t)| t.clone()).collect();
-    let rows = encoder.encode_documents(&texts, |_| {})?;
-    if let Some(cache) = cache.as_mut() {
-        let items: Vec<(&str, &[f32])> = texts
-            .iter()
-            .zip(&rows)
-            .map(|(t, v)| (t.as_str(), v.as_slice()))
-            .collect();
-        cache.put(&items)?;
-    }
-    for ((i, _), v) in missing.into_iter().zip(rows) {
+    let texts: Vec<String> = wanted.iter().map(|(_, t)| t.clone()).collect();
+    let rows = match encoder {
+        Some(e) => cache.encode(e, &texts, |_| {}, || false)?.0,
+        None => {
+            // A row still needs a vector; an uncached text gets a zero vector, which
+            // matches nothing, until the next rebuild.
+            let dim = gen.vectors.as_ref().map_or(0, |v| v.dim());
+            let mut rows = Vec::with_capacity(texts.len());
+            for t in &texts {
+                rows.push(cache.get(t)?.unwrap_or_else(|| {
+                    tracing::warn!("no encoder loaded: a changed product gets a zero vector");
+                    vec![0.0; dim]
+                }));
+            }
+            rows
+        }
+    };
+    for ((i, _), v) in wanted.into_iter().zip(rows) {
         out[i] = Some(v);
     }
     Ok(out)
