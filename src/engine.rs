@@ -814,9 +814,12 @@ impl Behavior {
                 .and_then(|id| gen.by_id.get(id))
                 .map(|&o| o as usize);
             let product = ord.map(|o| &gen.products[o]);
-            let vector = qv
-                .as_deref()
-                .or_else(|| Some(gen.vectors.as_ref()?.row(ord?)));
+            // A search's own query vector, else the product's stored one.
+            let stored = match qv {
+                Some(_) => None,
+                None => ord.and_then(|o| Some(gen.vectors.as_ref()?.row(o))),
+            };
+            let vector = qv.as_deref().or(stored.as_deref());
             users
                 .entry(e.user_id.clone())
                 .or_insert_with(|| UserProfile::new(&e.user_id, &self.config))

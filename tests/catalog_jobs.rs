@@ -612,11 +612,17 @@ fn a_rebuild_encodes_only_products_whose_text_changed() {
     let fresh = &encoder
         .encode_documents(&[changed.embedding_text()], |_| {})
         .unwrap()[0];
+    // Stored as int8 codes: within half a quantization step per component.
     let stored = gen.vectors.as_ref().unwrap().row(ord);
-    let diff: f32 = fresh.iter().zip(stored).map(|(a, b)| (a - b).abs()).sum();
+    let step = fresh.iter().fold(0f32, |m, x| m.max(x.abs())) / 127.0;
+    let worst = fresh
+        .iter()
+        .zip(&stored)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(
-        diff < 1e-4,
-        "stored vector differs from a fresh encode by {diff}"
+        worst <= step / 2.0 + 1e-6,
+        "stored vector differs from a fresh encode by {worst}"
     );
 }
 

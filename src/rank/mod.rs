@@ -224,10 +224,8 @@ pub fn rank(
             };
             let mut personal_features = Vec::new();
             if let (false, Some(v)) = (u.vector.is_empty(), &gen.vectors) {
-                personal_features.push(feature(
-                    "personal",
-                    gate * crate::encoder::dot(&u.vector, v.row(s.ord as usize)),
-                ));
+                personal_features
+                    .push(feature("personal", gate * v.dot(s.ord as usize, &u.vector)));
             }
             personal_features.push(feature("brand_affinity", gate * u.brand_affinity(p)));
             personal_features.push(feature("category_affinity", gate * u.category_affinity(p)));

@@ -210,8 +210,7 @@ pub fn candidates(
             c.semantic = Some(sim);
         }
         for c in found.values_mut() {
-            c.semantic
-                .get_or_insert_with(|| crate::encoder::dot(qv, v.row(c.ord as usize)));
+            c.semantic.get_or_insert_with(|| v.dot(c.ord as usize, qv));
         }
     }
     // Vector-only candidates may still match some words: score them exactly.
