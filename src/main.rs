@@ -432,6 +432,11 @@ fn main() -> anyhow::Result<()> {
                 settings.workers = w;
             }
             settings.validate()?;
+            // candle reads its matmul thread count from RAYON_NUM_THREADS; set it before
+            // any thread starts (an explicit environment value wins).
+            if settings.encoder_threads > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", settings.encoder_threads.to_string());
+            }
             let mut engine = open_engine(&settings)?;
             attach_events(&mut engine, &settings)?;
             if let (Some(q), Some(r)) = (&settings.eval_queries, &settings.eval_qrels) {

@@ -41,6 +41,9 @@ pub struct Settings {
     pub commit_interval_ms: u64,
     /// Gates a rebuilt generation must pass before it goes live.
     pub gates: crate::index::Gates,
+    /// Matrix-multiply threads per encode in `serve` (0: all cores). Under concurrent
+    /// searches one thread each serves more requests than two threads fighting.
+    pub encoder_threads: usize,
     /// Judged queries (`qid<TAB>query`) for `GET /profiles/{name}/eval`.
     pub eval_queries: Option<PathBuf>,
     /// Their judgments (TREC qrels).
@@ -64,6 +67,7 @@ impl Default for Settings {
             retention_days: 365,
             commit_interval_ms: 500,
             gates: crate::index::Gates::default(),
+            encoder_threads: 1,
             eval_queries: None,
             eval_qrels: None,
         }
@@ -126,6 +130,9 @@ impl Settings {
         }
         if let Some(v) = var("RETENTION_DAYS") {
             s.retention_days = number("RETENTION_DAYS", v)? as u64;
+        }
+        if let Some(v) = var("ENCODER_THREADS") {
+            s.encoder_threads = number("ENCODER_THREADS", v)?;
         }
         if let Some(v) = var("COMMIT_INTERVAL_MS") {
             s.commit_interval_ms = number("COMMIT_INTERVAL_MS", v)? as u64;
