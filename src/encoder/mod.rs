@@ -343,11 +343,18 @@ impl Encoder {
     }
 }
 
-/// Dot product of two equal-length vectors (cosine for unit vectors). Sixteen independent
-/// sums let the compiler use vector instructions (a plain `.sum()` must add in order and
-/// stays scalar); with AVX2 the same loop runs 8 lanes wide. The exact vector scan of a
-/// search calls this once per product.
+/// Dot product of two equal-length vectors (cosine for unit vectors).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_with(a, b)
+}
+
+/// `Σ a_j × b_j` for f32 or int8 `a`. Sixteen independent sums let the compiler use vector
+/// instructions (a plain `.sum()` must add in order and stays scalar); with AVX2 the same
+/// loop runs 8 lanes wide. The exact vector scan of a search calls this once per product.
+pub fn dot_with<T: Copy>(a: &[T], b: &[f32]) -> f32
+where
+    f32: From<T>,
+{
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
@@ -360,12 +367,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+unsafe fn dot_avx2<T: Copy>(a: &[T], b: &[f32]) -> f32
+where
+    f32: From<T>,
+{
     dot_lanes(a, b)
 }
 
 #[inline(always)]
-fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
+fn dot_lanes<T: Copy>(a: &[T], b: &[f32]) -> f32
+where
+    f32: From<T>,
+{
     const LANES: usize = 16;
     let n = a.len().min(b.len());
     let (a, b) = (&a[..n], &b[..n]);
@@ -374,10 +387,14 @@ fn dot_lanes(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..LANES {
-            acc[i] += x[i] * y[i];
+            acc[i] += f32::from(x[i]) * y[i];
         }
     }
-    acc.iter().sum::<f32>() + ra.iter().zip(rb).map(|(x, y)| x * y).sum::<f32>()
+    acc.iter().sum::<f32>()
+        + ra.iter()
+            .zip(rb)
+            .map(|(x, y)| f32::from(*x) * y)
+            .sum::<f32>()
 }
 
 #[cfg(test)]
@@ -392,6 +409,9 @@ mod tests {
             let plain: f32 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - plain).abs() < 1e-4, "n={n}");
             assert!((dot_lanes(&a, &b) - plain).abs() < 1e-4, "n={n}");
+            let codes: Vec<i8> = (0..n).map(|i| (i % 255) as i8).collect();
+            let exact: f32 = codes.iter().zip(&b).map(|(c, y)| f32::from(*c) * y).sum();
+            assert!((dot_with(&codes, &b) - exact).abs() < 1e-2, "n={n}");
         }
     }
 

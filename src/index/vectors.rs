@@ -45,45 +45,6 @@ fn quantize(row: &[f32], codes: &mut Vec<i8>) -> f32 {
     scale
 }
 
-/// `Σ code_j × q_j`: sixteen independent sums so the compiler vectorizes it, with AVX2
-/// when the CPU has it (see `encoder::dot`).
-pub fn dot_codes(codes: &[i8], q: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { dot_codes_avx2(codes, q) };
-        }
-    }
-    dot_codes_lanes(codes, q)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_codes_avx2(codes: &[i8], q: &[f32]) -> f32 {
-    dot_codes_lanes(codes, q)
-}
-
-#[inline(always)]
-fn dot_codes_lanes(codes: &[i8], q: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let n = codes.len().min(q.len());
-    let (a, b) = (&codes[..n], &q[..n]);
-    let mut acc = [0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += f32::from(x[i]) * y[i];
-        }
-    }
-    acc.iter().sum::<f32>()
-        + ra.iter()
-            .zip(rb)
-            .map(|(x, y)| f32::from(*x) * y)
-            .sum::<f32>()
-}
-
 impl Vectors {
     /// No rows yet.
     pub fn empty(dim: usize) -> Self {
@@ -178,7 +139,7 @@ impl Vectors {
     /// `row(i) · q` (the cosine for unit vectors).
     pub fn dot(&self, i: usize, q: &[f32]) -> f32 {
         let (codes, scale) = self.codes(i);
-        dot_codes(codes, q) * scale
+        crate::encoder::dot_with(codes, q) * scale
     }
 
     /// The `k` rows most similar to `query` among those `keep` accepts, best first.
@@ -203,7 +164,7 @@ impl Vectors {
             if !keep(i) {
                 continue;
             }
-            let s = Score(dot_codes(codes, query) * scale);
+            let s = Score(crate::encoder::dot_with(codes, query) * scale);
             if heap.len() < k {
                 heap.push(std::cmp::Reverse((s, i as u32)));
             } else if heap
