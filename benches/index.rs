@@ -40,6 +40,23 @@ fn main() {
             if meta.encode_secs > 0.0 { n as f64 / meta.encode_secs } else { 0.0 },
             meta.model_id.as_deref().unwrap_or("none")
         );
+        if let (Ok(encoder), true) = (
+            shoprank::engine::load_encoder(&common::settings()),
+            meta.encode_secs > 0.0,
+        ) {
+            // Useful work: the real tokens of every title (no padding) through the dense
+            // layers, against the fp32 peak measured in ../shared/PERF.md (418 GFLOP/s).
+            let gen = shoprank::index::open(dir.path(), None).unwrap();
+            let texts: Vec<String> = gen.products.iter().map(|p| p.embedding_text()).collect();
+            let tokens: usize = encoder.document_tokens(&texts).unwrap().iter().sum();
+            let gflops = tokens as f64 * encoder.flops_per_token() / meta.encode_secs / 1e9;
+            println!(
+                "encode {name}: {tokens} tokens ({:.1} per product), {:.0} tokens/s, {gflops:.0} GFLOP/s = {:.0}% of the 418 GFLOP/s fp32 peak",
+                tokens as f64 / n as f64,
+                tokens as f64 / meta.encode_secs,
+                gflops / 418.0 * 100.0
+            );
+        }
         // The same catalog again: every vector comes from the embedding cache.
         let started = Instant::now();
         let meta = common::build_shared(dir.path(), file, format);

@@ -162,6 +162,8 @@ pub struct Encoder {
     config: EncoderConfig,
     device: Device,
     dim: usize,
+    intermediate: usize,
+    layers: usize,
     queries: std::sync::Mutex<QueryCache>,
 }
 
@@ -221,6 +223,8 @@ impl Encoder {
             config,
             device,
             dim: bert.hidden_size,
+            intermediate: bert.intermediate_size,
+            layers: bert.num_hidden_layers,
             queries: Default::default(),
         })
     }
@@ -285,6 +289,37 @@ impl Encoder {
             progress(done);
         }
         Ok(out)
+    }
+
+    /// Tokens the model sees for each document text (special tokens included, truncated
+    /// to the max length): the work of an encode, for throughput reports.
+    pub fn document_tokens(&self, texts: &[String]) -> Result<Vec<usize>> {
+        texts
+            .iter()
+            .map(|t| {
+                let t = format!("{}{}", self.config.document_prefix, t);
+                let t = if self.config.lowercase {
+                    t.to_lowercase()
+                } else {
+                    t
+                };
+                self.tokenizer
+                    .encode(t, true)
+                    .map(|e| e.get_ids().len())
+                    .map_err(|e| Error::Internal(format!("tokenizer: {e}")))
+            })
+            .collect()
+    }
+
+    /// Matmul FLOPs per token of one forward pass: 2 × the dense weights of every layer
+    /// (attention scores, which grow with length, are left out).
+    pub fn flops_per_token(&self) -> f64 {
+        let (h, i, layers) = (
+            self.dim as f64,
+            self.intermediate as f64,
+            self.layers as f64,
+        );
+        2.0 * layers * (4.0 * h * h + 2.0 * h * i)
     }
 
     /// One forward pass over texts padded to the longest of them.
