@@ -552,32 +552,37 @@ impl Engine {
             profile.diversity.max_per_brand,
         );
         let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
-        let hits = ranked
+        let page: Vec<&rank::Scored> = ranked
             .iter()
             .skip((req.page - 1) * req.size)
             .take(req.size)
+            .collect();
+        let mut bm25_terms = match req.explain {
+            true => {
+                let ords: Vec<u32> = page.iter().map(|s| s.ord).collect();
+                retrieve::explain_bm25(&gen, &words, &profile.boosts, &ords)?
+            }
+            false => Vec::new(),
+        }
+        .into_iter();
+        let hits = page
+            .into_iter()
             .map(|s| {
                 let p = &gen.products[s.ord as usize];
-                let explain = match req.explain {
-                    true => {
-                        let mut e = s.explain.clone();
-                        e.bm25_terms =
-                            retrieve::explain_bm25(&gen, &words, &profile.boosts, s.ord)?;
-                        Some(e)
-                    }
-                    false => None,
-                };
-                Ok(Hit {
+                Hit {
                     id: p.id.clone(),
                     title: p.title.clone(),
                     brand: p.brand.clone(),
                     category: p.category.clone(),
                     price: p.price,
                     score: s.score,
-                    explain,
-                })
+                    explain: req.explain.then(|| rank::Explain {
+                        bm25_terms: bm25_terms.next().flatten(),
+                        ..s.explain.clone()
+                    }),
+                }
             })
-            .collect::<Result<Vec<Hit>>>()?;
+            .collect();
         timings.rank = self.stage("rank", t);
         timings.total = self.stage("total", started);
 

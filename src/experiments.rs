@@ -121,9 +121,9 @@ pub struct Assignment {
     pub id: String,
     /// Arm name (`interleaved` for interleaving).
     pub arm: String,
-    /// Profile(s) to rank with: one, or two to interleave.
+    /// The arm(s) to rank with: one, or the two to interleave.
     #[serde(skip)]
-    pub profiles: Vec<String>,
+    pub arms: Vec<Arm>,
 }
 
 /// A logged line.
@@ -224,9 +224,7 @@ impl Experiments {
         let config = parse(text, &profile_exists).map_err(Error::InvalidExperiment)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let path = self.dir.join(format!("{id}.toml"));
-        let tmp = self.dir.join(format!("{id}.toml.tmp"));
-        std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        crate::index::write_atomic(&path, text.as_bytes())?;
         let run = Running::open(&self.dir, id, config)?;
         self.lock().insert(id.to_string(), run);
         Ok(())
@@ -257,7 +255,7 @@ impl Experiments {
                 return Some(Assignment {
                     id: id.clone(),
                     arm: "interleaved".into(),
-                    profiles: r.config.arms.iter().map(|a| a.profile.clone()).collect(),
+                    arms: r.config.arms.clone(),
                 });
             }
             let b = bucket(id, user);
@@ -268,7 +266,7 @@ impl Experiments {
                     return Some(Assignment {
                         id: id.clone(),
                         arm: a.name.clone(),
-                        profiles: vec![a.profile.clone()],
+                        arms: vec![a.clone()],
                     });
                 }
             }

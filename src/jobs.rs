@@ -49,8 +49,8 @@ pub struct Prepared {
     pub skipped: usize,
 }
 
-/// Reads, validates, builds and gates a catalog. The bad-record report (JSON lines: line,
-/// id, field, reason) goes to `errors_out` whether the run is rejected or not. On any
+/// Reads, validates, builds and gates a catalog. Every bad record goes to `report_errors`
+/// (before the run is rejected or the valid records are built). On any
 /// failure the live generation is untouched and the unfinished build is removed.
 #[allow(clippy::too_many_arguments)]
 pub fn prepare(
@@ -58,7 +58,7 @@ pub fn prepare(
     spec: &ReindexSpec,
     encoder: Option<&Encoder>,
     previous: Option<usize>,
-    errors_out: Option<&Path>,
+    report_errors: &dyn Fn(&[RecordError]) -> Result<()>,
     parent: Option<(String, u64)>,
     progress: &dyn Fn(index::Progress),
     cancelled: &dyn Fn() -> bool,
@@ -69,9 +69,7 @@ pub fn prepare(
     };
     let schema = CatalogSchema::load(&settings.schema)?;
     let report = catalog::read_catalog(&spec.catalog, format, &schema)?;
-    if let Some(path) = errors_out {
-        write_error_report(path, &report.errors)?;
-    }
+    report_errors(&report.errors)?;
     let (products, skipped) = report.accept(spec.skip_invalid)?;
     if products.is_empty() {
         return Err(Error::GateFailed(format!(
@@ -235,7 +233,8 @@ pub struct Jobs {
 
 impl Jobs {
     /// Registers a new running job, unless one is running.
-    pub fn start(&self, catalog: &Path, errors_file: PathBuf) -> Result<Arc<Job>> {
+    /// The job's bad-record report goes to `jobs_dir/<id>.errors.jsonl`.
+    pub fn start(&self, catalog: &Path, jobs_dir: &Path) -> Result<Arc<Job>> {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(running) = jobs.values().find(|j| j.status().state == "running") {
             return Err(Error::JobRunning(running.status().id));
@@ -257,7 +256,7 @@ impl Jobs {
                 eta_secs: None,
                 elapsed_secs: 0.0,
                 invalid_records: 0,
-                errors_file: Some(errors_file),
+                errors_file: Some(jobs_dir.join(format!("{id}.errors.jsonl"))),
                 gates: None,
                 generation: None,
                 error: None,

@@ -6,14 +6,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 
-use shoprank::catalog::{self, Format};
 use shoprank::encoder::DeviceKind;
 use shoprank::engine::{load_encoder, Engine, SearchRequest};
 use shoprank::index;
 use shoprank::jobs::ReindexSpec;
 use shoprank::rank::Profiles;
 use shoprank::retrieve::Filters;
-use shoprank::schema::CatalogSchema;
 use shoprank::settings::Settings;
 
 /// Query-aware product search for Chinese e-commerce.
@@ -823,28 +821,24 @@ fn index_catalog(
         spec,
         encoder.as_ref(),
         previous,
-        errors_out,
+        &|errors| {
+            for e in errors.iter().take(20) {
+                eprintln!("{}: {e}", spec.catalog.display());
+            }
+            if errors.len() > 20 {
+                eprintln!("... and {} more bad records", errors.len() - 20);
+            }
+            match errors_out {
+                Some(path) => shoprank::jobs::write_error_report(path, errors),
+                None => Ok(()),
+            }
+        },
         None,
         &|p| bar.show(p),
         &|| false,
     );
     bar.finish();
-    let prepared = match result {
-        Ok(p) => p,
-        Err(e) => {
-            if let (shoprank::error::Error::BadCatalog { .. }, Ok(report)) =
-                (&e, read_report(settings, spec))
-            {
-                for r in report.iter().take(20) {
-                    eprintln!("{}: {r}", spec.catalog.display());
-                }
-                if report.len() > 20 {
-                    eprintln!("... and {} more bad records", report.len() - 20);
-                }
-            }
-            return Err(e.into());
-        }
-    };
+    let prepared = result?;
     let meta = prepared.built.meta.clone();
     index::publish(&settings.data_dir, prepared.built)?;
     Profiles::write_default(&settings.data_dir.join("profiles"))?;
@@ -874,19 +868,6 @@ fn index_catalog(
         if prepared.skipped == 0 { String::new() } else { format!("; skipped {} bad records", prepared.skipped) }
     );
     Ok(())
-}
-
-/// The bad records of a catalog, for the terminal.
-fn read_report(
-    settings: &Settings,
-    spec: &ReindexSpec,
-) -> anyhow::Result<Vec<shoprank::catalog::RecordError>> {
-    let format = match &spec.format {
-        Some(f) => f.parse::<Format>()?,
-        None => Format::from_path(&spec.catalog)?,
-    };
-    let schema = CatalogSchema::load(&settings.schema)?;
-    Ok(catalog::read_catalog(&spec.catalog, format, &schema)?.errors)
 }
 
 /// A progress line on stderr with rate and ETA: redrawn in place on a terminal, one line

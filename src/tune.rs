@@ -461,19 +461,6 @@ pub fn write_profile(
     profile: &Profile,
     overwrite: bool,
 ) -> Result<PathBuf> {
-    if name.is_empty()
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(Error::param(
-            "out",
-            format!("profile name `{name}` must be letters, digits, `_` or `-`"),
-        ));
-    }
-    if name == "bm25" {
-        return Err(Error::param("out", "`bm25` is a built-in profile name"));
-    }
     let path = dir.join(format!("{name}.toml"));
     if path.exists() && !overwrite {
         return Err(Error::param(
@@ -490,7 +477,8 @@ pub fn write_profile(
         FEATURES.join(", "),
         profile.to_toml()
     );
-    std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
+    // Checked, versioned and replaced atomically like a profile saved over HTTP.
+    crate::rank::profile::save(dir, name, &text)?;
     Ok(path)
 }
 

@@ -162,7 +162,7 @@ impl Engine {
             return self.search(req);
         };
         let profiles = self.profiles();
-        if a.profiles.iter().any(|p| profiles.get(p).is_err()) {
+        if a.arms.iter().any(|arm| profiles.get(&arm.profile).is_err()) {
             tracing::warn!(experiment = %a.id, "an arm's profile is gone; serving the default");
             return self.search(req);
         }
@@ -172,9 +172,10 @@ impl Engine {
             r.profile = Some(profile.to_string());
             self.search(&r)
         };
-        let (mut res, teams) = match a.profiles.as_slice() {
-            [one] => (run(one)?, Vec::new()),
-            [pa, pb] => {
+        let (mut res, teams) = match a.arms.as_slice() {
+            [one] => (run(&one.profile)?, Vec::new()),
+            [arm_a, arm_b] => {
+                let (pa, pb) = (&arm_a.profile, &arm_b.profile);
                 let (ra, rb) = (run(pa)?, run(pb)?);
                 let ids =
                     |r: &SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
@@ -184,14 +185,13 @@ impl Engine {
                     .map_or(0, |d| d.as_nanos());
                 let seed = experiments::hash64(&format!("{user}\u{0}{}\u{0}{nanos}", req.query));
                 let merged = experiments::team_draft(&ids(&ra), &ids(&rb), req.size, seed);
-                let names: Vec<String> = self.experiment_arms(&a.id);
                 let mut hits = Vec::with_capacity(merged.len());
                 let mut teams = Vec::with_capacity(merged.len());
                 for (id, team) in merged {
                     let from = if team == 0 { &ra } else { &rb };
                     if let Some(h) = from.hits.iter().find(|h| h.id == id) {
                         hits.push(h.clone());
-                        teams.push(names.get(team).cloned().unwrap_or_default());
+                        teams.push(a.arms[team].name.clone());
                     }
                 }
                 let mut res = ra;
@@ -216,20 +216,6 @@ impl Engine {
             search_id,
         });
         Ok(res)
-    }
-
-    fn experiment_arms(&self, id: &str) -> Vec<String> {
-        self.experiments
-            .report(id)
-            .ok()
-            .and_then(|r| {
-                r["config"]["arms"].as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|x| x["name"].as_str().map(String::from))
-                        .collect()
-                })
-            })
-            .unwrap_or_default()
     }
 
     /// Starts or redefines experiment `id` (TOML or JSON; every arm's profile must exist).

@@ -11,18 +11,12 @@ impl Engine {
     /// searchable within `settings.commit_interval_ms` once [`Engine::start_background`]
     /// runs (at once when it is zero); rebuilds use `settings`' schema and gates.
     pub fn enable_writes(&self, settings: &Settings) -> Result<()> {
-        let path = self.data_dir.join(".writer.lock");
-        let lock = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(Error::ReadOnly(format!(
-                    "another process (a running `shoprank serve`?) owns the writes of {}",
-                    self.data_dir.display()
-                )))
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
-        }
+        let lock = index::try_lock(&self.data_dir.join(".writer.lock"))?.ok_or_else(|| {
+            Error::ReadOnly(format!(
+                "another process (a running `shoprank serve`?) owns the writes of {}",
+                self.data_dir.display()
+            ))
+        })?;
         if let Some(_build) = index::build_lock(&self.data_dir)? {
             index::remove_unfinished(&self.data_dir);
         }
@@ -59,9 +53,7 @@ impl Engine {
         let w = live.as_mut().ok_or_else(read_only)?;
         let outcomes = w.writer.write(writes)?;
         if w.commit_interval.is_zero() {
-            if let Some(snapshot) = w.writer.commit()? {
-                self.swap(snapshot);
-            }
+            self.commit_pending(w)?;
         }
         Ok(outcomes)
     }
@@ -92,16 +84,20 @@ impl Engine {
     /// Makes pending writes searchable; true when there were any.
     pub fn commit(&self) -> Result<bool> {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(w) = live.as_mut() else {
-            return Ok(false);
-        };
-        match w.writer.commit()? {
-            Some(snapshot) => {
-                self.swap(snapshot);
-                Ok(true)
-            }
+        match live.as_mut() {
+            Some(w) => self.commit_pending(w),
             None => Ok(false),
         }
+    }
+
+    /// Commits `w`'s pending writes and serves the new snapshot; true when there were any.
+    fn commit_pending(&self, w: &mut Writes) -> Result<bool> {
+        let snapshot = w.writer.commit()?;
+        let committed = snapshot.is_some();
+        if let Some(snapshot) = snapshot {
+            self.swap(snapshot);
+        }
+        Ok(committed)
     }
 
     /// Switches to the generation `CURRENT` names when another process (`shoprank index`)
@@ -117,9 +113,7 @@ impl Engine {
         if name == self.generation().meta.name {
             return Ok(false);
         }
-        if let Some(snapshot) = w.writer.commit()? {
-            self.swap(snapshot);
-        }
+        self.commit_pending(w)?;
         let gen = index::open_named(&self.data_dir, &name, self.encoder.as_deref())?;
         let (writer, snapshot) = LiveWriter::open(&self.data_dir, gen, self.encoder.clone())?;
         w.writer = writer;
@@ -182,9 +176,8 @@ impl Engine {
         }
         let jobs_dir = self.data_dir.join("jobs");
         std::fs::create_dir_all(&jobs_dir).map_err(|e| Error::io(&jobs_dir, e))?;
-        let job = self.jobs.start(&spec.catalog, PathBuf::new())?;
-        let errors_file = jobs_dir.join(format!("{}.errors.jsonl", job.status().id));
-        job.update(|s| s.errors_file = Some(errors_file.clone()));
+        let job = self.jobs.start(&spec.catalog, &jobs_dir)?;
+        let errors_file = job.status().errors_file.unwrap_or_default();
         let engine = self.clone();
         let status = job.status();
         std::thread::spawn(move || {
@@ -194,7 +187,7 @@ impl Engine {
                 &spec,
                 engine.encoder.as_deref(),
                 previous,
-                Some(&errors_file),
+                &|errors| crate::jobs::write_error_report(&errors_file, errors),
                 Some(parent),
                 &|p| job.progress(p),
                 &|| job.cancelled(),
@@ -235,9 +228,7 @@ impl Engine {
     pub fn go_live(&self, built: index::Built, candidate: Generation) -> Result<()> {
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let w = live.as_mut().ok_or_else(read_only)?;
-        if let Some(snapshot) = w.writer.commit()? {
-            self.swap(snapshot);
-        }
+        self.commit_pending(w)?;
         let (writer, snapshot) = LiveWriter::open(&self.data_dir, candidate, self.encoder.clone())?;
         index::publish(&self.data_dir, built)?;
         w.writer = writer;
@@ -256,9 +247,7 @@ impl Engine {
         let previous = index::previous_name(&self.data_dir)?.ok_or_else(|| {
             Error::Config("there is no previous generation to roll back to".into())
         })?;
-        if let Some(snapshot) = w.writer.commit()? {
-            self.swap(snapshot);
-        }
+        self.commit_pending(w)?;
         let current = self.generation().meta.name.clone();
         let gen = index::open_named(&self.data_dir, &previous, self.encoder.as_deref())?;
         let (mut writer, _) = LiveWriter::open(&self.data_dir, gen, self.encoder.clone())?;

@@ -141,15 +141,16 @@ impl EmbeddingCache {
 
     /// Appends vectors (one write, then a sync).
     pub fn put(&mut self, items: &[(&str, &[f32])]) -> Result<()> {
-        let fresh: Vec<_> = items
+        let fresh: Vec<(Key, &[f32])> = items
             .iter()
-            .filter(|(t, _)| !self.offsets.contains_key(&key(t)))
+            .map(|(t, v)| (key(t), *v))
+            .filter(|(k, _)| !self.offsets.contains_key(k))
             .collect();
         if fresh.is_empty() {
             return Ok(());
         }
         let mut bytes = Vec::with_capacity(fresh.len() * (16 + self.dim * 4));
-        for (text, v) in &fresh {
+        for (k, v) in &fresh {
             if v.len() != self.dim {
                 return Err(Error::Internal(format!(
                     "vector of length {}, cache holds {}",
@@ -157,7 +158,7 @@ impl EmbeddingCache {
                     self.dim
                 )));
             }
-            bytes.extend_from_slice(&key(text));
+            bytes.extend_from_slice(k);
             v.iter()
                 .for_each(|x| bytes.extend_from_slice(&x.to_le_bytes()));
         }

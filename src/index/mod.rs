@@ -460,11 +460,9 @@ pub fn publish(data_dir: &Path, built: Built) -> Result<()> {
 /// Points `CURRENT` at `live` and `PREVIOUS` at `previous`, each by an atomic rename.
 fn switch(data_dir: &Path, live: &str, previous: Option<&str>) -> Result<()> {
     for (file, value) in [("PREVIOUS", previous), ("CURRENT", Some(live))] {
-        let tmp = data_dir.join(format!("{file}.tmp"));
-        write_file(&tmp, value.unwrap_or("").as_bytes())?;
-        std::fs::rename(&tmp, data_dir.join(file)).map_err(|e| Error::io(data_dir, e))?;
+        write_atomic(&data_dir.join(file), value.unwrap_or("").as_bytes())?;
     }
-    sync_dir(data_dir)
+    Ok(())
 }
 
 /// Makes the previous generation live again (the live one becomes previous); returns its
@@ -496,12 +494,17 @@ pub fn generation_dir(data_dir: &Path, name: &str) -> PathBuf {
 /// drops the lock if the process dies.
 pub fn build_lock(data_dir: &Path) -> Result<Option<std::fs::File>> {
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
-    let path = data_dir.join(".build.lock");
-    let lock = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    try_lock(&data_dir.join(".build.lock"))
+}
+
+/// An exclusive OS lock on `path` (created if missing); `None` when another process
+/// holds it. The lock lasts as long as the returned file and ends with the process.
+pub(crate) fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
+    let lock = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     match lock.try_lock() {
         Ok(()) => Ok(Some(lock)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
     }
 }
 
@@ -683,6 +686,20 @@ fn cleanup(data_dir: &Path, live: &str, previous: Option<&str>) {
                 tracing::warn!(path = %entry.path().display(), error = %e, "could not remove old generation");
             }
         }
+    }
+}
+
+/// Replaces `path` with `bytes` all at once: written and synced beside it, renamed over
+/// it, the folder synced. Readers see the old or the new file, never a part.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    write_file(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
     }
 }
 

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::FEATURES;
 use crate::behavior::Personalization;
 use crate::error::{Error, Result};
+use crate::index::write_atomic;
 use crate::schema::TEXT_FIELDS;
 
 /// How many candidates each retrieval side contributes.
@@ -305,22 +306,6 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("toml.tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::io(parent, e))?;
-    }
-    Ok(())
-}
-
 /// A version id after every saved one: now, or one past the newest.
 fn next_version(dir: &Path, name: &str) -> Result<u64> {
     let last = versions(dir, name)?.last().map_or(0, |v| v.version);
@@ -336,8 +321,8 @@ pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
     let hist = history_dir(dir, name);
     std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
     let version = next_version(dir, name)?;
-    write_atomic(&hist.join(format!("{version}.toml")), text)?;
-    write_atomic(&path, text)?;
+    write_atomic(&hist.join(format!("{version}.toml")), text.as_bytes())?;
+    write_atomic(&path, text.as_bytes())?;
     Ok((
         profile,
         Version {
@@ -360,7 +345,7 @@ pub fn remove(dir: &Path, name: &str) -> Result<Version> {
     let hist = history_dir(dir, name);
     std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
     let version = next_version(dir, name)?;
-    write_atomic(&hist.join(format!("{version}.deleted")), "")?;
+    write_atomic(&hist.join(format!("{version}.deleted")), b"")?;
     std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     Ok(Version {
         version,

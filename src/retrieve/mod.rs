@@ -282,52 +282,53 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
     Some(Box::new(BooleanQuery::new(per_field)))
 }
 
-/// tantivy's explanation of row `ord`'s BM25 score (per field and term: boosts, idf,
-/// term frequency, length normalization); `None` when the query has no words or the
-/// product matches none of them.
+/// tantivy's explanation of each row's BM25 score (per field and term: boosts, idf, term
+/// frequency, length normalization), in the order of `ords`; `None` for a row when the
+/// query has no words or the product matches none of them. The query is built once.
 pub fn explain_bm25(
     gen: &Generation,
     words: &QueryWords,
     boosts: &Boosts,
-    ord: u32,
-) -> Result<Option<serde_json::Value>> {
+    ords: &[u32],
+) -> Result<Vec<Option<serde_json::Value>>> {
     let Some(q) = text_query(gen, words, boosts) else {
-        return Ok(None);
+        return Ok(vec![None; ords.len()]);
     };
-    let by_ord = TermQuery::new(
-        Term::from_field_u64(gen.fields.ord, ord as u64),
-        IndexRecordOption::Basic,
-    );
-    let hit = gen
-        .searcher
-        .search(&by_ord, &TopDocs::with_limit(1).order_by_score())?;
-    let Some((_, addr)) = hit.first() else {
-        return Ok(None);
-    };
-    let Ok(explanation) = q.explain(&gen.searcher, *addr) else {
-        // The document matches none of the words (a vector-only candidate).
-        return Ok(None);
-    };
-    let tree: serde_json::Value =
-        serde_json::from_str(&explanation.to_pretty_json()).unwrap_or_default();
     let names: HashMap<u32, &str> = gen
         .fields
         .text
         .iter()
         .map(|(spec, f)| (f.field_id(), spec.name.as_str()))
         .collect();
-    let mut terms = Vec::new();
-    flatten_explanation(&tree, 1.0, &names, &mut terms);
-    terms.sort_by(|a, b| b.2.total_cmp(&a.2));
-    let terms: Vec<serde_json::Value> = terms
-        .into_iter()
-        .map(|(field, term, score)| serde_json::json!({"field": field, "term": term, "score": score}))
-        .collect();
-    Ok(Some(serde_json::json!({
-        "score": explanation.value(),
-        "terms": terms,
-        "tantivy": tree,
-    })))
+    let mut out = Vec::with_capacity(ords.len());
+    for &ord in ords {
+        let by_ord = TermQuery::new(
+            Term::from_field_u64(gen.fields.ord, ord as u64),
+            IndexRecordOption::Basic,
+        );
+        let hit = gen
+            .searcher
+            .search(&by_ord, &TopDocs::with_limit(1).order_by_score())?;
+        // No document, or one matching none of the words (a vector-only candidate).
+        let explanation = hit
+            .first()
+            .and_then(|(_, addr)| q.explain(&gen.searcher, *addr).ok());
+        out.push(explanation.map(|e| {
+            let tree: serde_json::Value =
+                serde_json::from_str(&e.to_pretty_json()).unwrap_or_default();
+            let mut terms = Vec::new();
+            flatten_explanation(&tree, 1.0, &names, &mut terms);
+            terms.sort_by(|a, b| b.2.total_cmp(&a.2));
+            let terms: Vec<serde_json::Value> = terms
+                .into_iter()
+                .map(|(field, term, score)| {
+                    serde_json::json!({"field": field, "term": term, "score": score})
+                })
+                .collect();
+            serde_json::json!({"score": e.value(), "terms": terms, "tantivy": tree})
+        }));
+    }
+    Ok(out)
 }
 
 /// (field, term, score with the boosts above it) of every term of a tantivy explanation.

@@ -77,12 +77,13 @@ async fn patch_product(
         reason: format!("malformed patch (fields: price, in_stock, sales, updated_at): {e}"),
     })?;
     let id = id.into_inner();
+    write_one(&state, ProductWrite::Patch(id.clone(), patch), id).await
+}
+
+/// One write of product `id`: `{"id", "outcome"}`, or 404 when there is no such product.
+async fn write_one(state: &AppState, write: ProductWrite, id: String) -> Result<HttpResponse> {
     let engine = state.engine.clone();
-    let i = id.clone();
-    let outcomes = run_blocking(&state, move || {
-        engine.write_products(vec![ProductWrite::Patch(i, patch)])
-    })
-    .await?;
+    let outcomes = run_blocking(state, move || engine.write_products(vec![write])).await?;
     if outcomes == [Outcome::NotFound] {
         return Err(Error::ProductNotFound(id.chars().take(256).collect()));
     }
@@ -102,17 +103,12 @@ async fn delete_product(
     params: web::Query<DeleteParams>,
 ) -> Result<HttpResponse> {
     let id = id.into_inner();
-    let engine = state.engine.clone();
-    let i = id.clone();
-    let at = params.updated_at;
-    let outcomes = run_blocking(&state, move || {
-        engine.write_products(vec![ProductWrite::Delete(i, at)])
-    })
-    .await?;
-    if outcomes == [Outcome::NotFound] {
-        return Err(Error::ProductNotFound(id.chars().take(256).collect()));
-    }
-    Ok(HttpResponse::Ok().json(json!({"id": id, "outcome": outcomes[0]})))
+    write_one(
+        &state,
+        ProductWrite::Delete(id.clone(), params.updated_at),
+        id,
+    )
+    .await
 }
 
 /// Starts a background rebuild; answers 202 with the job to poll.
