@@ -52,11 +52,12 @@ fn users_split_stably_and_outcomes_are_attributed_per_arm() {
     let data = common::demo_index(None);
     let engine = engine(data.path());
     engine.put_experiment("ab1", AB).unwrap();
-    let now = behavior::now();
     let mut arms = std::collections::HashMap::new();
     for i in 0..200 {
         let user = format!("u{i}");
         let res = search(&engine, &user);
+        // Outcomes follow the search (a slow machine must not date them before it).
+        let now = behavior::now();
         let tag = res
             .experiment
             .clone()
@@ -203,11 +204,11 @@ fn interleaving_credits_clicks_to_the_team_that_placed_the_product() {
             r#"{"interleave": true, "arms": [{"name": "bm25", "profile": "bm25"}, {"name": "pop", "profile": "pop"}]}"#,
         )
         .unwrap();
-    let now = behavior::now();
     let mut shown_pop_first = 0;
     for i in 0..60 {
         let user = format!("t{i}");
         let res = search(&engine, &user);
+        let now = behavior::now();
         let tag = res.experiment.clone().unwrap();
         assert_eq!(tag.arm, "interleaved");
         let ids: Vec<&str> = res.hits.iter().map(|h| h.id.as_str()).collect();
