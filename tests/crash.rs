@@ -693,7 +693,7 @@ fn verify_writes(server: &Server, client: &mut WriteClient, in_doubt: &State, ro
             current.insert(w.to_string(), id.clone());
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let mut wrong = Vec::new();
         for w in &client.words {
