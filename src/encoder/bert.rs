@@ -1,4 +1,6 @@
-//! BERT encoder forward pass for inference: token ids + mask -> hidden states.
+//! BERT encoder forward pass for inference: token ids + mask -> hidden states. This is
+//! the weight loader for every device and the forward pass on accelerators; on the CPU,
+//! [`super::cpu`] runs the same weights on plain buffers.
 //!
 //! A port of candle-transformers' `models/bert.rs` (`BertModel::forward`, itself following
 //! HF transformers' `modeling_bert.py`), reorganized for candle's fast CPU matmul path:
@@ -16,9 +18,9 @@ use candle_nn::{embedding, layer_norm, Embedding, LayerNorm, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 
 /// A dense layer with its weight pre-transposed for a contiguous 2-D matmul.
-struct Dense {
-    weight_t: Tensor,
-    bias: Tensor,
+pub(super) struct Dense {
+    pub(super) weight_t: Tensor,
+    pub(super) bias: Tensor,
 }
 
 impl Dense {
@@ -36,15 +38,15 @@ impl Dense {
     }
 }
 
-struct Layer {
-    query: Dense,
-    key: Dense,
-    value: Dense,
-    attention_out: Dense,
-    attention_norm: LayerNorm,
-    intermediate: Dense,
-    output: Dense,
-    output_norm: LayerNorm,
+pub(super) struct Layer {
+    pub(super) query: Dense,
+    pub(super) key: Dense,
+    pub(super) value: Dense,
+    pub(super) attention_out: Dense,
+    pub(super) attention_norm: LayerNorm,
+    pub(super) intermediate: Dense,
+    pub(super) output: Dense,
+    pub(super) output_norm: LayerNorm,
 }
 
 impl Layer {
@@ -66,14 +68,14 @@ impl Layer {
 
 /// A loaded BERT encoder.
 pub struct Bert {
-    word: Embedding,
-    position: Embedding,
-    token_type: Tensor,
-    embedding_norm: LayerNorm,
-    layers: Vec<Layer>,
-    heads: usize,
-    head_dim: usize,
-    act: HiddenAct,
+    pub(super) word: Embedding,
+    pub(super) position: Embedding,
+    pub(super) token_type: Tensor,
+    pub(super) embedding_norm: LayerNorm,
+    pub(super) layers: Vec<Layer>,
+    pub(super) heads: usize,
+    pub(super) head_dim: usize,
+    pub(super) act: HiddenAct,
     /// Hidden size.
     pub hidden: usize,
 }
@@ -207,7 +209,7 @@ unsafe fn gelu_avx2(v: &mut [f32]) {
 }
 
 #[inline(always)]
-fn gelu_lanes(v: &mut [f32]) {
+pub(super) fn gelu_lanes(v: &mut [f32]) {
     for x in v.iter_mut() {
         *x = 0.5 * *x * (1.0 + erf(*x * std::f32::consts::FRAC_1_SQRT_2));
     }
@@ -227,7 +229,7 @@ fn erf(x: f32) -> f32 {
 /// `e^-x` for `x >= 0`: `2^n · 2^f` with `n = round(-x·log2 e)`, `|f| <= 1/2` and a
 /// degree-6 Taylor polynomial for `2^f` (relative error ~1e-7); 0 below `e^-87`.
 #[inline(always)]
-fn exp_neg(x: f32) -> f32 {
+pub(super) fn exp_neg(x: f32) -> f32 {
     if x > 87.0 {
         return 0.0;
     }

@@ -4,15 +4,17 @@
 //! `model.safetensors` or `pytorch_model.bin`). Pooling, lowercasing, prefixes and the
 //! maximum length come from the `[encoder]` table of `models/manifest.toml`, because they
 //! belong to how a model was trained, not to the code. Documents are encoded in batches
-//! sorted by token length, so a batch pads only to its own longest text.
+//! sorted by length. On the CPU ([`cpu`]) a batch is packed without padding and the
+//! batches run one per core; other devices run candle's tensors ([`bert`]), padded.
 
 mod bert;
+mod cpu;
 pub mod device;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::Config as BertConfig;
 
@@ -155,9 +157,17 @@ pub struct CacheStats {
     pub size: usize,
 }
 
+/// The forward pass for the encoder's device.
+enum Model {
+    /// Plain buffers and single-threaded matmuls, packed batches.
+    Cpu(cpu::Bert),
+    /// candle tensors on an accelerator, padded batches.
+    Candle(Bert),
+}
+
 /// A loaded BERT encoder.
 pub struct Encoder {
-    model: Bert,
+    model: Model,
     tokenizer: Tokenizer,
     config: EncoderConfig,
     device: Device,
@@ -217,6 +227,11 @@ impl Encoder {
         }
         .map_err(|e| model_err(format!("weights: {e}")))?;
         let model = Bert::load(vb, &bert).map_err(|e| model_err(format!("weights: {e}")))?;
+        let model = if device.is_cpu() {
+            Model::Cpu(cpu::Bert::new(&model).map_err(|e| model_err(format!("weights: {e}")))?)
+        } else {
+            Model::Candle(model)
+        };
         Ok(Encoder {
             model,
             tokenizer,
@@ -276,19 +291,43 @@ impl Encoder {
             .collect();
         let token_counts: Vec<usize> = texts.iter().map(|t| t.chars().count()).collect();
         let mut order: Vec<usize> = (0..texts.len()).collect();
-        // Sort by length so each batch pads only to its own longest text.
+        // Sort by length so a padded batch pads only to its own longest text.
         order.sort_by_key(|&i| token_counts[i]);
+        let batches: Vec<&[usize]> = order.chunks(self.config.batch_size).collect();
+        // On the CPU each core takes whole batches (candle's thread count: RAYON_NUM_THREADS
+        // or one per core); an accelerator gets them one at a time.
+        let workers = match self.model {
+            Model::Cpu(_) => candle_core::utils::get_num_threads().clamp(1, batches.len().max(1)),
+            Model::Candle(_) => 1,
+        };
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let (tx, rx) = std::sync::mpsc::channel();
         let mut out = vec![Vec::new(); texts.len()];
-        let mut done = 0;
-        for chunk in order.chunks(self.config.batch_size) {
-            let batch: Vec<String> = chunk.iter().map(|&i| texts[i].clone()).collect();
-            for (&i, v) in chunk.iter().zip(self.encode_batch(&batch)?) {
-                out[i] = v;
+        let (texts, batches, next) = (&texts, &batches, &next);
+        std::thread::scope(|scope| {
+            for _ in 0..workers {
+                let tx = tx.clone();
+                scope.spawn(move || loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(batch) = batches.get(i) else { break };
+                    let batch: Vec<String> = batch.iter().map(|&j| texts[j].clone()).collect();
+                    // A closed channel means the caller stopped at an error.
+                    if tx.send((i, self.encode_batch(&batch))).is_err() {
+                        break;
+                    }
+                });
             }
-            done += chunk.len();
-            progress(done);
-        }
-        Ok(out)
+            drop(tx);
+            let mut done = 0;
+            for (i, vectors) in rx {
+                for (&j, v) in batches[i].iter().zip(vectors?) {
+                    out[j] = v;
+                }
+                done += batches[i].len();
+                progress(done);
+            }
+            Ok(out)
+        })
     }
 
     /// Tokens the model sees for each document text (special tokens included, truncated
@@ -322,7 +361,7 @@ impl Encoder {
         2.0 * layers * (4.0 * h * h + 2.0 * h * i)
     }
 
-    /// One forward pass over texts padded to the longest of them.
+    /// One forward pass over a batch of texts: their pooled vectors.
     fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let texts: Vec<String> = texts
             .iter()
@@ -338,43 +377,65 @@ impl Encoder {
             .tokenizer
             .encode_batch(texts, true)
             .map_err(|e| Error::Internal(format!("tokenizer: {e}")))?;
-        let len = encodings
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let n = encodings.len();
+        let ids: Vec<&[u32]> = encodings.iter().map(|e| e.get_ids()).collect();
+        let hidden = match &self.model {
+            Model::Cpu(m) => m.forward(&ids)?,
+            Model::Candle(m) => self.forward_padded(m, &ids)?,
+        };
+        Ok(self.pool(&hidden, &ids))
+    }
+
+    /// candle's pass over the texts padded to the longest of them; the hidden states of
+    /// the real tokens, packed as [`cpu::Bert::forward`] returns them.
+    fn forward_padded(&self, model: &Bert, texts: &[&[u32]]) -> Result<Vec<f32>> {
+        let len = texts.iter().map(|t| t.len()).max().unwrap_or(0).max(1);
+        let n = texts.len();
         let mut ids = vec![0u32; n * len];
         let mut mask = vec![0u32; n * len];
-        for (row, e) in encodings.iter().enumerate() {
-            for (col, &id) in e.get_ids().iter().enumerate() {
-                ids[row * len + col] = id;
-                mask[row * len + col] = 1;
-            }
+        for (row, t) in texts.iter().enumerate() {
+            ids[row * len..][..t.len()].copy_from_slice(t);
+            mask[row * len..][..t.len()].fill(1);
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let hidden = self.model.forward(&ids, &mask)?;
-        let pooled = match self.config.pooling {
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-            Pooling::Mean => {
-                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let sum = hidden.broadcast_mul(&mask)?.sum(1)?;
-                sum.broadcast_div(&mask.sum(1)?.clamp(1.0, f64::MAX)?)?
-            }
-        };
-        let pooled = if self.config.normalize {
-            let norm = pooled
-                .sqr()?
-                .sum_keepdim(D::Minus1)?
-                .sqrt()?
-                .clamp(1e-12, f64::MAX)?;
-            pooled.broadcast_div(&norm)?
-        } else {
-            pooled
-        };
-        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+        let hidden = model.forward(&ids, &mask)?.to_vec3::<f32>()?;
+        Ok(hidden
+            .iter()
+            .zip(texts)
+            .flat_map(|(rows, t)| rows[..t.len()].iter().flatten().copied())
+            .collect())
+    }
+
+    /// One vector per text from its tokens' packed hidden states (mean or `[CLS]`),
+    /// normalized to unit length when the manifest says so.
+    fn pool(&self, hidden: &[f32], texts: &[&[u32]]) -> Vec<Vec<f32>> {
+        let mut rows = hidden.chunks_exact(self.dim);
+        texts
+            .iter()
+            .map(|t| {
+                let tokens: Vec<&[f32]> = rows.by_ref().take(t.len()).collect();
+                let mut v = vec![0.0; self.dim];
+                match self.config.pooling {
+                    Pooling::Cls => {
+                        if let Some(first) = tokens.first() {
+                            v.copy_from_slice(first);
+                        }
+                    }
+                    Pooling::Mean => {
+                        for row in &tokens {
+                            v.iter_mut().zip(*row).for_each(|(a, b)| *a += b);
+                        }
+                        let n = tokens.len().max(1) as f32;
+                        v.iter_mut().for_each(|a| *a /= n);
+                    }
+                }
+                if self.config.normalize {
+                    let norm = dot(&v, &v).sqrt().max(1e-12);
+                    v.iter_mut().for_each(|a| *a /= norm);
+                }
+                v
+            })
+            .collect()
     }
 }
 

@@ -1,0 +1,430 @@
+//! The CPU forward pass: the BERT of [`super::bert`] on plain `f32` buffers, with the
+//! `gemm` crate that candle's own CPU matmul calls, minus candle's per-op costs.
+//!
+//! - Texts are packed: a batch is one `(tokens × hidden)` matrix of real tokens, with no
+//!   padding; attention runs per text over its own length.
+//! - Every matmul runs on the calling thread (`Parallelism::None`). Document encoding
+//!   runs one batch per core instead ([`super::Encoder::encode_documents`]): splitting
+//!   every matmul over the cores cost ~20% of encoding time in thread barriers and idle
+//!   spinning, and the element-wise ops ran on one core (perf, issue 7).
+//! - Bias and residual are written into a product's destination first and the product is
+//!   added to them (`dst += x·W`); Q, K and V are one `hidden × 3·hidden` product.
+//! - Five buffers per batch, reused by every layer.
+//!
+//! Weights come from the candle model ([`super::bert::Bert`]), so both paths load the
+//! same names; a test checks this pass against candle's reference `BertModel`.
+
+use candle_core::{Result, Tensor};
+use candle_transformers::models::bert::HiddenAct;
+use gemm::{gemm, Parallelism};
+
+use super::bert::{self, exp_neg, gelu_lanes};
+
+/// `x · W` for a row-major `W` (`input × output`), plus the bias.
+struct Dense {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    input: usize,
+    output: usize,
+}
+
+impl Dense {
+    fn new(weight_t: &Tensor, bias: &Tensor) -> Result<Self> {
+        let (input, output) = weight_t.dims2()?;
+        Ok(Dense {
+            weight: weight_t.flatten_all()?.to_vec1()?,
+            bias: bias.to_vec1()?,
+            input,
+            output,
+        })
+    }
+
+    /// Several dense layers over the same input as one (`[x·W1 | x·W2 | ...]`).
+    fn concat(parts: &[&bert::Dense]) -> Result<Self> {
+        let w: Vec<&Tensor> = parts.iter().map(|d| &d.weight_t).collect();
+        let b: Vec<&Tensor> = parts.iter().map(|d| &d.bias).collect();
+        Dense::new(&Tensor::cat(&w, 1)?, &Tensor::cat(&b, 0)?)
+    }
+
+    /// `out` (`rows × output`) = `residual` (when given) + bias + `x · W`.
+    #[inline(always)]
+    fn apply(&self, x: &[f32], rows: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+        let (n, k) = (self.output, self.input);
+        debug_assert!(x.len() >= rows * k && out.len() >= rows * n);
+        for (r, row) in out[..rows * n].chunks_exact_mut(n).enumerate() {
+            match residual {
+                Some(res) => {
+                    for ((o, b), x) in row.iter_mut().zip(&self.bias).zip(&res[r * n..]) {
+                        *o = b + x;
+                    }
+                }
+                None => row.copy_from_slice(&self.bias),
+            }
+        }
+        if rows == 0 {
+            return;
+        }
+        // SAFETY: `x` holds `rows × k`, `weight` `k × n` and `out` `rows × n` row-major
+        // f32 values (asserted above and by construction); the three do not overlap.
+        unsafe {
+            gemm(
+                rows,
+                n,
+                k,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                self.weight.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+    eps: f32,
+}
+
+impl Norm {
+    fn new(n: &candle_nn::LayerNorm) -> Result<Self> {
+        let Some(beta) = n.bias() else {
+            candle_core::bail!("LayerNorm without a bias");
+        };
+        Ok(Norm {
+            gamma: n.weight().to_vec1()?,
+            beta: beta.to_vec1()?,
+            eps: n.eps() as f32,
+        })
+    }
+
+    /// Normalizes each `hidden`-long row of `x` in place.
+    #[inline(always)]
+    fn apply(&self, x: &mut [f32]) {
+        let h = self.gamma.len();
+        for row in x.chunks_exact_mut(h) {
+            let mean = row.iter().sum::<f32>() / h as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / h as f32;
+            let rstd = 1.0 / (var + self.eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.gamma).zip(&self.beta) {
+                *v = (*v - mean) * rstd * g + b;
+            }
+        }
+    }
+}
+
+struct Layer {
+    qkv: Dense,
+    attention_out: Dense,
+    attention_norm: Norm,
+    intermediate: Dense,
+    output: Dense,
+    output_norm: Norm,
+}
+
+/// The BERT encoder on plain buffers.
+pub struct Bert {
+    word: Vec<f32>,
+    position: Vec<f32>,
+    token_type: Vec<f32>,
+    embedding_norm: Norm,
+    layers: Vec<Layer>,
+    heads: usize,
+    head_dim: usize,
+    hidden: usize,
+    act: HiddenAct,
+    max_positions: usize,
+}
+
+/// The per-batch buffers, reused by every layer.
+struct Buffers {
+    x: Vec<f32>,
+    attended: Vec<f32>,
+    qkv: Vec<f32>,
+    context: Vec<f32>,
+    inner: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+impl Bert {
+    /// Copies the weights of a CPU-loaded candle model.
+    pub fn new(m: &bert::Bert) -> Result<Self> {
+        let layers = m
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    qkv: Dense::concat(&[&l.query, &l.key, &l.value])?,
+                    attention_out: Dense::new(&l.attention_out.weight_t, &l.attention_out.bias)?,
+                    attention_norm: Norm::new(&l.attention_norm)?,
+                    intermediate: Dense::new(&l.intermediate.weight_t, &l.intermediate.bias)?,
+                    output: Dense::new(&l.output.weight_t, &l.output.bias)?,
+                    output_norm: Norm::new(&l.output_norm)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let position = m.position.embeddings();
+        Ok(Bert {
+            word: m.word.embeddings().flatten_all()?.to_vec1()?,
+            max_positions: position.dim(0)?,
+            position: position.flatten_all()?.to_vec1()?,
+            token_type: m.token_type.to_vec1()?,
+            embedding_norm: Norm::new(&m.embedding_norm)?,
+            layers,
+            heads: m.heads,
+            head_dim: m.head_dim,
+            hidden: m.hidden,
+            act: m.act,
+        })
+    }
+
+    /// Hidden states of every token of every text, packed: text `i` owns rows
+    /// `sum(len[..i])..sum(len[..=i])` of the returned `(tokens × hidden)` matrix.
+    pub fn forward(&self, texts: &[&[u32]]) -> Result<Vec<f32>> {
+        let vocab = self.word.len() / self.hidden;
+        for t in texts {
+            if t.len() > self.max_positions {
+                candle_core::bail!("{} tokens, more than {}", t.len(), self.max_positions);
+            }
+            if let Some(id) = t.iter().find(|&&id| id as usize >= vocab) {
+                candle_core::bail!("token id {id} outside the vocabulary ({vocab})");
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                return Ok(unsafe { self.forward_avx2(texts) });
+            }
+        }
+        Ok(self.forward_lanes(texts))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn forward_avx2(&self, texts: &[&[u32]]) -> Vec<f32> {
+        self.forward_lanes(texts)
+    }
+
+    /// The pass itself; inlined into a caller compiled for the CPU's vector width.
+    #[inline(always)]
+    fn forward_lanes(&self, texts: &[&[u32]]) -> Vec<f32> {
+        let h = self.hidden;
+        let tokens: usize = texts.iter().map(|t| t.len()).sum();
+        let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
+        let inner = self.layers.first().map_or(0, |l| l.intermediate.output);
+        let mut b = Buffers {
+            x: vec![0.0; tokens * h],
+            attended: vec![0.0; tokens * h],
+            qkv: vec![0.0; tokens * 3 * h],
+            context: vec![0.0; tokens * h],
+            inner: vec![0.0; tokens * inner],
+            scores: vec![0.0; longest * longest],
+        };
+        // Embeddings: word + position + token type 0, then LayerNorm.
+        let mut rows = b.x.chunks_exact_mut(h);
+        for text in texts {
+            for (pos, &id) in text.iter().enumerate() {
+                let row = rows.next().expect("one row per token");
+                let word = &self.word[id as usize * h..][..h];
+                let position = &self.position[pos * h..][..h];
+                for (((o, w), p), t) in row.iter_mut().zip(word).zip(position).zip(&self.token_type)
+                {
+                    *o = w + p + t;
+                }
+            }
+        }
+        self.embedding_norm.apply(&mut b.x);
+        for l in &self.layers {
+            l.qkv.apply(&b.x, tokens, None, &mut b.qkv);
+            self.attention(texts, &b.qkv, &mut b.scores, &mut b.context);
+            l.attention_out
+                .apply(&b.context, tokens, Some(&b.x), &mut b.attended);
+            l.attention_norm.apply(&mut b.attended);
+            l.intermediate
+                .apply(&b.attended, tokens, None, &mut b.inner);
+            match self.act {
+                HiddenAct::Gelu => gelu_lanes(&mut b.inner),
+                HiddenAct::GeluApproximate => gelu_tanh(&mut b.inner),
+                HiddenAct::Relu => b.inner.iter_mut().for_each(|v| *v = v.max(0.0)),
+            }
+            l.output
+                .apply(&b.inner, tokens, Some(&b.attended), &mut b.x);
+            l.output_norm.apply(&mut b.x);
+        }
+        b.x
+    }
+
+    /// Scaled dot-product attention of each text over its own tokens, every head.
+    #[inline(always)]
+    fn attention(&self, texts: &[&[u32]], qkv: &[f32], scores: &mut [f32], context: &mut [f32]) {
+        let (h, d) = (self.hidden, self.head_dim);
+        let scale = 1.0 / (d as f32).sqrt();
+        let mut start = 0;
+        for text in texts {
+            let n = text.len();
+            for head in 0..self.heads {
+                let q = &qkv[start * 3 * h + head * d..];
+                let (k, v) = (&q[h..], &q[2 * h..]);
+                let out = &mut context[start * h + head * d..];
+                // SAFETY: q, k and v address `n` rows of `d` values with row stride 3h inside
+                // `qkv`; `scores` holds at least n × n values and `out` n rows of d values
+                // with stride h; the output never overlaps an input.
+                unsafe {
+                    // scores = scale · q · kᵀ (n × n)
+                    gemm(
+                        n,
+                        n,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        false,
+                        q.as_ptr(),
+                        1,
+                        3 * h as isize,
+                        k.as_ptr(),
+                        3 * h as isize,
+                        1,
+                        0.0,
+                        scale,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                softmax_rows(&mut scores[..n * n], n);
+                // SAFETY: as above.
+                unsafe {
+                    // context = scores · v (n × d)
+                    gemm(
+                        n,
+                        d,
+                        n,
+                        out.as_mut_ptr(),
+                        1,
+                        h as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        n as isize,
+                        v.as_ptr(),
+                        1,
+                        3 * h as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            }
+            start += n;
+        }
+    }
+}
+
+#[inline(always)]
+fn softmax_rows(x: &mut [f32], n: usize) {
+    for row in x.chunks_exact_mut(n) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = exp_neg(max - *v);
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+/// GELU with the tanh approximation (`HiddenAct::GeluApproximate`), as candle computes it.
+#[inline(always)]
+fn gelu_tanh(x: &mut [f32]) {
+    for v in x.iter_mut() {
+        let u = 0.797_884_6 * (*v + 0.044_715 * *v * *v * *v);
+        *v = 0.5 * *v * (1.0 + u.tanh());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+    use candle_transformers::models::bert::{BertModel, Config};
+
+    /// Packed texts of different lengths give what candle's reference `BertModel` gives
+    /// each of them padded, token for token.
+    #[test]
+    fn matches_candle_reference_model_without_padding() {
+        let config = Config {
+            vocab_size: 50,
+            hidden_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            intermediate_size: 64,
+            max_position_embeddings: 16,
+            type_vocab_size: 2,
+            hidden_dropout_prob: 0.0,
+            ..Config::default()
+        };
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let reference = BertModel::load(vb.clone(), &config).unwrap();
+        let ours = Bert::new(&bert::Bert::load(vb, &config).unwrap()).unwrap();
+        let texts: [&[u32]; 3] = [&[2, 7, 9, 3], &[2, 11, 3], &[2, 5, 6, 8, 13, 21, 3]];
+        let ids = Tensor::new(
+            &[
+                [2u32, 7, 9, 3, 0, 0, 0],
+                [2, 11, 3, 0, 0, 0, 0],
+                [2, 5, 6, 8, 13, 21, 3],
+            ],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let mask = ids.ne(0u32).unwrap().to_dtype(DType::U32).unwrap();
+        let want = reference
+            .forward(&ids, &ids.zeros_like().unwrap(), Some(&mask))
+            .unwrap()
+            .to_vec3::<f32>()
+            .unwrap();
+        let got = ours.forward(&texts).unwrap();
+        let mut row = got.chunks_exact(32);
+        let mut max = 0f32;
+        for (t, text) in texts.iter().enumerate() {
+            for want in &want[t][..text.len()] {
+                for (a, b) in want.iter().zip(row.next().unwrap()) {
+                    max = max.max((a - b).abs());
+                }
+            }
+        }
+        assert!(row.next().is_none(), "one row per real token");
+        assert!(max < 1e-4, "max difference {max}");
+        assert!(
+            ours.forward(&[&[2, 99]]).is_err(),
+            "id outside the vocabulary"
+        );
+        assert!(
+            ours.forward(&[&[1; 17]]).is_err(),
+            "longer than the positions"
+        );
+        assert!(ours.forward(&[]).unwrap().is_empty());
+    }
+}
