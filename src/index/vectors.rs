@@ -1,10 +1,16 @@
 //! Product vectors: one unit-length embedding per product row, stored beside the tantivy
 //! index as a flat little-endian f32 file, held in memory as int8 codes with one f32 scale
-//! per row (a quarter of the memory and of the bytes a scan reads), and the exact
+//! per row (a quarter of the memory and of the bytes a scan reads), and the
 //! nearest-neighbour scan over them.
 //!
 //! Quantization is symmetric per row: `scale = max |x| / 127`, `code = round(x / scale)`,
 //! so `x ≈ code × scale` (error at most `scale / 2` per component).
+//!
+//! Each row also has one sign bit per component, taken after subtracting the mean row
+//! (BERT embeddings share a common direction; centred signs tell rows apart). Above
+//! [`PREFILTER_ROWS`] rows, [`Vectors::nearest`] ranks every row by the Hamming distance
+//! of its bits to the query's (64 bytes per row instead of 512) and rescores only the
+//! closest [`RESCORE`] with the int8 codes. Below it the scan is exact.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,11 +23,19 @@ const MAGIC: &[u8; 8] = b"SRVEC01\0";
 /// Rows per storage chunk: an update copies one chunk, not the whole matrix.
 const CHUNK_ROWS: usize = 4096;
 
+/// Rows above which [`Vectors::nearest`] goes through the sign bits first.
+pub const PREFILTER_ROWS: usize = 20_000;
+
+/// Rows the sign-bit pass hands to the exact int8 rescoring.
+pub const RESCORE: usize = 5_000;
+
 /// One chunk of rows: their codes, row-major, and one scale per row.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Chunk {
     codes: Vec<i8>,
     scales: Vec<f32>,
+    /// `words` u64 of centred sign bits per row.
+    bits: Vec<u64>,
 }
 
 /// A row-major matrix of product vectors, stored in shared chunks so that a copy is cheap
@@ -31,6 +45,108 @@ pub struct Vectors {
     dim: usize,
     len: usize,
     chunks: Vec<Arc<Chunk>>,
+    /// The mean row of the last bulk load (zero before one), subtracted before taking signs.
+    center: Arc<Vec<f32>>,
+}
+
+/// u64 words of sign bits per row.
+fn words(dim: usize) -> usize {
+    dim.div_ceil(64)
+}
+
+/// Appends the centred sign bits of the row `codes × scale`.
+fn sign_bits(codes: &[i8], scale: f32, center: &[f32], bits: &mut Vec<u64>) {
+    for (block, center) in codes.chunks(64).zip(center.chunks(64)) {
+        let mut w = 0u64;
+        for (j, (&c, &m)) in block.iter().zip(center).enumerate() {
+            if f32::from(c) * scale > m {
+                w |= 1 << j;
+            }
+        }
+        bits.push(w);
+    }
+}
+
+/// The query's centred sign bits.
+fn query_bits(query: &[f32], center: &[f32]) -> Vec<u64> {
+    query
+        .chunks(64)
+        .zip(center.chunks(64))
+        .map(|(block, center)| {
+            block
+                .iter()
+                .zip(center)
+                .enumerate()
+                .fold(0u64, |w, (j, (&x, &m))| if x > m { w | 1 << j } else { w })
+        })
+        .collect()
+}
+
+/// `a · b` of two int8 vectors, exactly, in i32 (16-bit products summed in pairs: the
+/// compiler turns it into `vpmaddwd`, four times the lanes of an f32 dot).
+fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2 (checked just above).
+            return unsafe { dot_i8_avx2(a, b) };
+        }
+    }
+    dot_i8_lanes(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
+    dot_i8_lanes(a, b)
+}
+
+#[inline(always)]
+fn dot_i8_lanes(a: &[i8], b: &[i8]) -> i32 {
+    const LANES: usize = 32;
+    let mut acc = [0i32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: i32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(&x, &y)| i32::from(x) * i32::from(y))
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..LANES {
+            acc[l] += i32::from(i16::from(x[l]) * i16::from(y[l]));
+        }
+    }
+    acc.iter().sum::<i32>() + tail
+}
+
+/// Hamming distance of each row's bits to `q`'s (rows of `q.len()` words).
+fn hamming(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("popcnt") {
+            // SAFETY: the CPU has POPCNT (checked just above).
+            unsafe { hamming_popcnt(bits, q, out) };
+            return;
+        }
+    }
+    hamming_lanes(bits, q, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "popcnt")]
+unsafe fn hamming_popcnt(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
+    hamming_lanes(bits, q, out)
+}
+
+#[inline(always)]
+fn hamming_lanes(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
+    out.extend(bits.chunks_exact(q.len()).map(|row| {
+        row.iter()
+            .zip(q)
+            .map(|(a, b)| (a ^ b).count_ones())
+            .sum::<u32>() as u16
+    }));
 }
 
 /// The int8 codes and scale of one row.
@@ -52,6 +168,7 @@ impl Vectors {
             dim,
             len: 0,
             chunks: Vec::new(),
+            center: Arc::new(vec![0.0; dim]),
         }
     }
 
@@ -61,7 +178,30 @@ impl Vectors {
         for r in rows {
             v.push(&r)?;
         }
-        Ok(v)
+        Ok(v.centred())
+    }
+
+    /// Takes the mean of the stored rows as the centre and recomputes every row's bits.
+    fn centred(mut self) -> Self {
+        let mut mean = vec![0f64; self.dim];
+        for c in &self.chunks {
+            for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
+                for (m, &x) in mean.iter_mut().zip(codes) {
+                    *m += f64::from(f32::from(x) * scale);
+                }
+            }
+        }
+        let n = self.len.max(1) as f64;
+        let center: Vec<f32> = mean.iter().map(|m| (m / n) as f32).collect();
+        for c in &mut self.chunks {
+            let c = Arc::make_mut(c);
+            c.bits.clear();
+            for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
+                sign_bits(codes, scale, &center, &mut c.bits);
+            }
+        }
+        self.center = Arc::new(center);
+        self
     }
 
     fn check(&self, row: &[f32]) -> Result<()> {
@@ -82,11 +222,14 @@ impl Vectors {
             self.chunks.push(Arc::new(Chunk {
                 codes: Vec::with_capacity(CHUNK_ROWS * self.dim),
                 scales: Vec::with_capacity(CHUNK_ROWS),
+                bits: Vec::with_capacity(CHUNK_ROWS * words(self.dim)),
             }));
         }
         let last = Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured"));
+        let at = last.codes.len();
         let scale = quantize(row, &mut last.codes);
         last.scales.push(scale);
+        sign_bits(&last.codes[at..], scale, &self.center, &mut last.bits);
         self.len += 1;
         Ok(())
     }
@@ -102,10 +245,14 @@ impl Vectors {
         }
         let mut codes = Vec::with_capacity(self.dim);
         let scale = quantize(row, &mut codes);
+        let mut bits = Vec::with_capacity(words(self.dim));
+        sign_bits(&codes, scale, &self.center, &mut bits);
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK_ROWS]);
         let at = (i % CHUNK_ROWS) * self.dim;
         chunk.codes[at..at + self.dim].copy_from_slice(&codes);
         chunk.scales[i % CHUNK_ROWS] = scale;
+        let w = words(self.dim);
+        chunk.bits[(i % CHUNK_ROWS) * w..][..w].copy_from_slice(&bits);
         Ok(())
     }
 
@@ -142,8 +289,68 @@ impl Vectors {
         crate::encoder::dot_with(codes, q) * scale
     }
 
-    /// The `k` rows most similar to `query` among those `keep` accepts, best first.
+    /// The `k` rows most similar to `query` among those `keep` accepts, best first: exact
+    /// up to [`PREFILTER_ROWS`] rows, else the best of the [`RESCORE`] rows whose sign bits
+    /// are closest to the query's.
     pub fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(usize) -> bool,
+    ) -> Vec<(u32, f32)> {
+        if self.len <= PREFILTER_ROWS || k >= RESCORE || query.len() != self.dim {
+            return self.nearest_exact(query, k, keep);
+        }
+        let q = query_bits(query, &self.center);
+        let mut dist = Vec::with_capacity(self.len);
+        for c in &self.chunks {
+            hamming(&c.bits, &q, &mut dist);
+        }
+        let mut count = vec![0usize; self.dim + 1];
+        for &d in &dist {
+            count[d as usize] += 1;
+        }
+        // The rows at the smallest distances, about RESCORE of them once `keep` has had its
+        // say; `keep` is asked only about rows under the cut-off, which widens as needed.
+        let mut want = RESCORE;
+        let rows = loop {
+            let mut cut = 0;
+            let mut below = count[0];
+            while cut < self.dim && below < want {
+                cut += 1;
+                below += count[cut];
+            }
+            let rows: Vec<usize> = (0..self.len)
+                .filter(|&i| dist[i] as usize <= cut && keep(i))
+                .collect();
+            if rows.len() >= RESCORE || cut == self.dim {
+                break rows;
+            }
+            want *= 4;
+        };
+        // Rescore with the query quantized too (an integer dot), then give the best k
+        // the same f32-query score the exact scan gives.
+        let mut q8 = Vec::with_capacity(self.dim);
+        let q_scale = quantize(query, &mut q8);
+        let mut scored: Vec<(u32, f32)> = rows
+            .into_iter()
+            .map(|i| {
+                let (codes, scale) = self.codes(i);
+                (i as u32, dot_i8(codes, &q8) as f32 * scale * q_scale)
+            })
+            .collect();
+        let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        scored.sort_by(by_score);
+        scored.truncate(k);
+        for s in &mut scored {
+            s.1 = self.dot(s.0 as usize, query);
+        }
+        scored.sort_by(by_score);
+        scored
+    }
+
+    /// [`Vectors::nearest`] by scoring every row with its int8 codes.
+    pub fn nearest_exact(
         &self,
         query: &[f32],
         k: usize,
@@ -222,7 +429,7 @@ impl Vectors {
                 row.clear();
             }
         }
-        Ok(v)
+        Ok(v.centred())
     }
 }
 
@@ -261,6 +468,19 @@ mod tests {
             assert!((v.dot(i, &q) - exact).abs() < 0.01, "row {i}");
         }
         assert_eq!(v.dot(0, &rows[0]).round(), 1.0);
+        // The integer dot of the rescoring pass is exact at every length, extremes included.
+        for n in [0, 1, 31, 32, 33, 512, 515] {
+            let a: Vec<i8> = (0..n).map(|i| ((i * 37) % 255) as u8 as i8).collect();
+            let b: Vec<i8> = (0..n)
+                .map(|i| if i % 3 == 0 { -128 } else { 127 })
+                .collect();
+            let want: i32 = a
+                .iter()
+                .zip(&b)
+                .map(|(&x, &y)| i32::from(x) * i32::from(y))
+                .sum();
+            assert_eq!(dot_i8(&a, &b), want, "length {n}");
+        }
     }
 
     #[test]
@@ -289,6 +509,57 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![2, 3]
         );
+    }
+
+    #[test]
+    fn the_sign_bit_prefilter_finds_the_exact_neighbours_of_clustered_rows() {
+        let mut rng = crate::eval_personal::Rng(11);
+        let mut gauss = |scale: f32| {
+            (0..96)
+                .map(|_| (rng.unit() as f32 - 0.5) * scale)
+                .collect::<Vec<f32>>()
+        };
+        let unit = |v: Vec<f32>| {
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
+        };
+        // A shared direction (as BERT embeddings have), 40 topics, and noise per row.
+        let common: Vec<f32> = gauss(1.0).iter().map(|x| x + 2.0).collect();
+        let topics: Vec<Vec<f32>> = (0..40).map(|_| gauss(1.0)).collect();
+        let rows: Vec<Vec<f32>> = (0..PREFILTER_ROWS + 5_000)
+            .map(|i| {
+                let noise: Vec<f32> = gauss(0.6);
+                unit(
+                    (0..96)
+                        .map(|d| common[d] + topics[i % 40][d] + noise[d])
+                        .collect(),
+                )
+            })
+            .collect();
+        let v = Vectors::from_rows(96, rows.clone()).unwrap();
+        let (mut overlap, queries) = (0.0, 20);
+        for qi in 0..queries {
+            let target = qi * 997;
+            let q = unit(
+                rows[target]
+                    .iter()
+                    .zip(gauss(0.05))
+                    .map(|(x, e)| x + e)
+                    .collect(),
+            );
+            let exact = v.nearest_exact(&q, 50, |_| true);
+            let fast = v.nearest(&q, 50, |_| true);
+            assert_eq!(fast[0].0 as usize, target, "the row itself comes first");
+            assert!(fast.windows(2).all(|w| w[0].1 >= w[1].1), "best first");
+            let got: std::collections::HashSet<u32> = fast.iter().map(|x| x.0).collect();
+            overlap += exact.iter().filter(|x| got.contains(&x.0)).count() as f64 / 50.0;
+            let odd = v.nearest(&q, 50, |i| i % 2 == 1);
+            assert_eq!(odd.len(), 50);
+            assert!(odd.iter().all(|x| x.0 % 2 == 1), "the filter holds");
+            // A filter that keeps only a handful of rows still finds all of them.
+            assert_eq!(v.nearest(&q, 50, |i| i % 5_000 == 7).len(), 5);
+        }
+        assert!(overlap / queries as f64 > 0.9, "overlap {overlap}");
     }
 
     #[test]
