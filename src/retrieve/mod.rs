@@ -16,7 +16,7 @@ use serde::Serialize;
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery, TermSetQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
 };
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
@@ -220,13 +220,18 @@ pub fn candidates(
         .map(|c| c.ord)
         .collect();
     if let (Some(q), false) = (&text_query, missing.is_empty()) {
-        let terms = missing
+        // One term lookup per row: a TermSetQuery streams the whole `ord` dictionary
+        // through its automaton (6% of a 100k-product server's CPU in perf).
+        let rows: Vec<(Occur, Box<dyn Query>)> = missing
             .iter()
-            .map(|&o| Term::from_field_u64(gen.fields.ord, o as u64));
-        let restrict: Box<dyn Query> = Box::new(ConstScoreQuery::new(
-            Box::new(TermSetQuery::new(terms)),
-            0.0,
-        ));
+            .map(|&o| {
+                let term = Term::from_field_u64(gen.fields.ord, o as u64);
+                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+                (Occur::Should, q)
+            })
+            .collect();
+        let restrict: Box<dyn Query> =
+            Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(rows)), 0.0));
         let q = with_filters(q.box_clone(), vec![restrict]);
         for (ord, score) in top_ords(searcher, &*q, missing.len())? {
             if let Some(c) = found.get_mut(&ord) {
