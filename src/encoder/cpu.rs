@@ -9,7 +9,8 @@
 //!   spinning, and the element-wise ops ran on one core (perf, issue 7).
 //! - Bias and residual are written into a product's destination first and the product is
 //!   added to them (`dst += x·W`); Q, K and V are one `hidden × 3·hidden` product.
-//! - Five buffers per batch, reused by every layer.
+//! - The work buffers are reused by every layer and kept per thread between calls, so a
+//!   query encode allocates only its output.
 //!
 //! Weights come from the candle model ([`super::bert::Bert`]), so both paths load the
 //! same names; a test checks this pass against candle's reference `BertModel`.
@@ -148,9 +149,9 @@ pub struct Bert {
     max_positions: usize,
 }
 
-/// The per-batch buffers, reused by every layer.
+/// Work buffers, reused by every layer and kept per thread between calls.
+#[derive(Default)]
 struct Buffers {
-    x: Vec<f32>,
     attended: Vec<f32>,
     qkv: Vec<f32>,
     context: Vec<f32>,
@@ -223,20 +224,37 @@ impl Bert {
     /// The pass itself; inlined into a caller compiled for the CPU's vector width.
     #[inline(always)]
     fn forward_lanes(&self, texts: &[&[u32]]) -> Vec<f32> {
+        thread_local! {
+            static BUFFERS: std::cell::RefCell<Buffers> = Default::default();
+        }
         let h = self.hidden;
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
         let inner = self.layers.first().map_or(0, |l| l.intermediate.output);
-        let mut b = Buffers {
-            x: vec![0.0; tokens * h],
-            attended: vec![0.0; tokens * h],
-            qkv: vec![0.0; tokens * 3 * h],
-            context: vec![0.0; tokens * h],
-            inner: vec![0.0; tokens * inner],
-            scores: vec![0.0; longest * longest],
-        };
+        BUFFERS.with_borrow_mut(|b| {
+            // Each layer writes every element it later reads, so stale values do no harm.
+            for (buf, len) in [
+                (&mut b.attended, tokens * h),
+                (&mut b.qkv, tokens * 3 * h),
+                (&mut b.context, tokens * h),
+                (&mut b.inner, tokens * inner),
+                (&mut b.scores, longest * longest),
+            ] {
+                if buf.len() < len {
+                    buf.resize(len, 0.0);
+                }
+            }
+            self.layers_over(texts, tokens, b)
+        })
+    }
+
+    /// Embeddings and every layer, with `b` holding room for `tokens` tokens.
+    #[inline(always)]
+    fn layers_over(&self, texts: &[&[u32]], tokens: usize, b: &mut Buffers) -> Vec<f32> {
+        let h = self.hidden;
+        let mut x = vec![0.0; tokens * h];
         // Embeddings: word + position + token type 0, then LayerNorm.
-        let mut rows = b.x.chunks_exact_mut(h);
+        let mut rows = x.chunks_exact_mut(h);
         for text in texts {
             for (pos, &id) in text.iter().enumerate() {
                 let row = rows.next().expect("one row per token");
@@ -248,25 +266,25 @@ impl Bert {
                 }
             }
         }
-        self.embedding_norm.apply(&mut b.x);
+        self.embedding_norm.apply(&mut x);
         for l in &self.layers {
-            l.qkv.apply(&b.x, tokens, None, &mut b.qkv);
+            let attended = &mut b.attended[..tokens * h];
+            let inner = &mut b.inner[..tokens * l.intermediate.output];
+            l.qkv.apply(&x, tokens, None, &mut b.qkv);
             self.attention(texts, &b.qkv, &mut b.scores, &mut b.context);
             l.attention_out
-                .apply(&b.context, tokens, Some(&b.x), &mut b.attended);
-            l.attention_norm.apply(&mut b.attended);
-            l.intermediate
-                .apply(&b.attended, tokens, None, &mut b.inner);
+                .apply(&b.context, tokens, Some(&x), attended);
+            l.attention_norm.apply(attended);
+            l.intermediate.apply(attended, tokens, None, inner);
             match self.act {
-                HiddenAct::Gelu => gelu_lanes(&mut b.inner),
-                HiddenAct::GeluApproximate => gelu_tanh(&mut b.inner),
-                HiddenAct::Relu => b.inner.iter_mut().for_each(|v| *v = v.max(0.0)),
+                HiddenAct::Gelu => gelu_lanes(inner),
+                HiddenAct::GeluApproximate => gelu_tanh(inner),
+                HiddenAct::Relu => inner.iter_mut().for_each(|v| *v = v.max(0.0)),
             }
-            l.output
-                .apply(&b.inner, tokens, Some(&b.attended), &mut b.x);
-            l.output_norm.apply(&mut b.x);
+            l.output.apply(inner, tokens, Some(attended), &mut x);
+            l.output_norm.apply(&mut x);
         }
-        b.x
+        x
     }
 
     /// Scaled dot-product attention of each text over its own tokens, every head.
@@ -416,6 +434,9 @@ mod tests {
             }
         }
         assert!(row.next().is_none(), "one row per real token");
+        // Buffers left larger (and dirty) by a longer batch change nothing.
+        ours.forward(&[&[2; 16], &[3; 16]]).unwrap();
+        assert_eq!(ours.forward(&texts).unwrap(), got);
         assert!(max < 1e-4, "max difference {max}");
         assert!(
             ours.forward(&[&[2, 99]]).is_err(),
