@@ -76,25 +76,22 @@ fn main() {
         }
         println!("{line}");
     }
-    let gflops = |rate: f64| rate * tokens as f64 / n as f64 * encoder.flops_per_token() / 1e9;
+    let report = |who: &str, rate: f64| {
+        let gflops = rate * tokens as f64 / n as f64 * encoder.flops_per_token() / 1e9;
+        println!(
+            "{who}: {rate:.0} titles/s, {:.0} tokens/s, {gflops:.0} GFLOP/s = {:.0}% of the 418 GFLOP/s fp32 peak",
+            rate * tokens as f64 / n as f64,
+            gflops / 418.0 * 100.0
+        );
+    };
     let ours = median(&mut ours);
-    println!(
-        "shoprank: {ours:.0} titles/s, {:.0} tokens/s, {:.0} GFLOP/s = {:.0}% of the 418 GFLOP/s fp32 peak",
-        ours * tokens as f64 / n as f64,
-        gflops(ours),
-        gflops(ours) / 418.0 * 100.0
-    );
+    report("shoprank", ours);
     if peer.is_none() {
         println!("PyTorch: not run (set SHOPRANK_PEER_PYTHON, or use benches/encode_peer.sh)");
         return;
     }
     let theirs = median(&mut theirs);
-    println!(
-        "PyTorch: {theirs:.0} titles/s, {:.0} tokens/s, {:.0} GFLOP/s = {:.0}% of the fp32 peak",
-        theirs * tokens as f64 / n as f64,
-        gflops(theirs),
-        gflops(theirs) / 418.0 * 100.0
-    );
+    report("PyTorch", theirs);
     println!("ratio shoprank / PyTorch: {:.2}x", ours / theirs);
     // Both sides must have computed the same embedding for the ratio to mean anything.
     let bytes = std::fs::read(&peer_out).unwrap();

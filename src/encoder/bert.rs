@@ -243,7 +243,7 @@ pub(super) fn exp_neg(x: f32) -> f32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use candle_core::Device;
     use candle_nn::VarMap;
@@ -270,10 +270,9 @@ mod tests {
         assert!((exp_neg(1.0) - (-1f32).exp()).abs() < 1e-7);
     }
 
-    /// The port gives candle's reference `BertModel` output on random weights, padding included.
-    #[test]
-    fn matches_candle_reference_model() {
-        let config = Config {
+    /// A tiny BERT (hidden 32, 2 layers, 4 heads) for checks on random weights.
+    pub(in crate::encoder) fn tiny_config() -> Config {
+        Config {
             vocab_size: 50,
             hidden_size: 32,
             num_hidden_layers: 2,
@@ -283,7 +282,13 @@ mod tests {
             type_vocab_size: 2,
             hidden_dropout_prob: 0.0,
             ..Config::default()
-        };
+        }
+    }
+
+    /// The port gives candle's reference `BertModel` output on random weights, padding included.
+    #[test]
+    fn matches_candle_reference_model() {
+        let config = tiny_config();
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let reference = BertModel::load(vb.clone(), &config).unwrap();

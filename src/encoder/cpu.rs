@@ -386,23 +386,13 @@ mod tests {
     use super::*;
     use candle_core::{DType, Device};
     use candle_nn::{VarBuilder, VarMap};
-    use candle_transformers::models::bert::{BertModel, Config};
+    use candle_transformers::models::bert::BertModel;
 
     /// Packed texts of different lengths give what candle's reference `BertModel` gives
     /// each of them padded, token for token.
     #[test]
     fn matches_candle_reference_model_without_padding() {
-        let config = Config {
-            vocab_size: 50,
-            hidden_size: 32,
-            num_hidden_layers: 2,
-            num_attention_heads: 4,
-            intermediate_size: 64,
-            max_position_embeddings: 16,
-            type_vocab_size: 2,
-            hidden_dropout_prob: 0.0,
-            ..Config::default()
-        };
+        let config = bert::tests::tiny_config();
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let reference = BertModel::load(vb.clone(), &config).unwrap();
