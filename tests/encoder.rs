@@ -195,7 +195,11 @@ fn batched_documents_equal_texts_encoded_alone() {
     let batched = encoder
         .encode_documents(&texts, |n| progress.push(n))
         .unwrap();
-    assert_eq!(progress, vec![8, 16, 21], "progress after each batch");
+    // One call per batch; batches run in parallel (one per core), so they may finish out
+    // of order: 8 + 8 + 5 texts.
+    assert_eq!(progress.len(), 3, "progress after each batch: {progress:?}");
+    assert!(progress.windows(2).all(|w| w[0] < w[1]) && progress[2] == 21);
+    assert!(progress[0] == 8 || progress[0] == 5, "{progress:?}");
     assert_eq!(batched.len(), texts.len());
     for (text, v) in texts.iter().zip(&batched) {
         let alone = encoder.encode_query(text).unwrap();
