@@ -14,7 +14,7 @@ data=${1:?usage: benches/load.sh DATA_DIR [SECONDS] [CONNECTIONS] [PROFILE]}
 secs=${2:-30}
 conns=${3:-4}
 profile=${4:-default}
-bin=target/release/shoprank
+bin=${SHOPRANK_BIN:-target/release/shoprank}
 queries=../shared/data/multicpr_ecom/queries.tsv
 [ -x "$bin" ] || { echo "error: $bin is missing: cargo build --release" >&2; exit 1; }
 [ -f "$queries" ] || { echo "error: $queries is missing (../shared/data beside the repo)" >&2; exit 1; }
@@ -115,6 +115,7 @@ run() {
   join "$work/before" "$work/after" | awk '{ n = $5 - $3; if (n > 0) printf " %s %.2f ms", $1, ($4 - $2) / n * 1000 }'
   echo
   echo "  $(rss)"
+  echo "  query encodes: $(curl -fsS "$addr/health" | python3 -c 'import json,sys; c=json.load(sys.stdin).get("query_cache") or {}; print(c.get("misses", 0), "encoded in", c.get("batches", 0), "forward passes,", c.get("hits", 0), "from the cache (since start)")')"
 }
 # A warm-up pass, then the measured runs.
 WITH_USER=0 OFFSET=15000 wrk -t1 -c"$conns" -d5s -s "$work/load.lua" "http://$addr" >/dev/null
