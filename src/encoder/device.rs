@@ -1,13 +1,15 @@
 //! Device selection: the one place where the `cuda` feature is looked at.
 //!
 //! The feature changes which device the encoder runs on, never the API: a CPU build asked
-//! for CUDA answers [`Error::CudaNotCompiled`]; a CUDA build without a usable GPU falls back
+//! for CUDA answers [`crate::Error::CudaNotCompiled`]; a CUDA build without a usable GPU falls back
 //! to the CPU with a warning.
 
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+#[cfg(not(feature = "cuda"))]
+use crate::error::Error;
+use crate::error::Result;
 
 /// Where the encoder runs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
