@@ -390,44 +390,61 @@ impl Vectors {
         out
     }
 
-    /// Writes the file (`MAGIC`, dim, count, rows as f32) and syncs it.
+    /// Writes the file (`MAGIC`, dim, count, rows as f32) and syncs it, a row at a time.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let mut bytes = Vec::with_capacity(24 + self.len * self.dim * 4);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&(self.dim as u64).to_le_bytes());
-        bytes.extend_from_slice(&(self.len as u64).to_le_bytes());
+        let io = |e| Error::io(path, e);
+        let file = std::fs::File::create(path).map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.write_all(MAGIC).map_err(io)?;
+        out.write_all(&(self.dim as u64).to_le_bytes())
+            .map_err(io)?;
+        out.write_all(&(self.len as u64).to_le_bytes())
+            .map_err(io)?;
+        let mut bytes = Vec::with_capacity(self.dim * 4);
         for i in 0..self.len {
+            bytes.clear();
             for v in self.row(i) {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
+            out.write_all(&bytes).map_err(io)?;
         }
-        let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-        f.write_all(&bytes)
-            .and_then(|_| f.sync_all())
-            .map_err(|e| Error::io(path, e))
+        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+        file.sync_all().map_err(io)
     }
 
-    /// Reads a file written by [`Vectors::write`], checking its size.
+    /// Reads a file written by [`Vectors::write`], checking its size. Streams it: the f32
+    /// rows are never all in memory at once (at 1M products they are 2 GB).
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        use std::io::Read;
+        let io = |e| Error::io(path, e);
         let corrupt =
             |why: &str| Error::Internal(format!("{}: corrupt vector file ({why})", path.display()));
-        if bytes.len() < 24 || &bytes[..8] != MAGIC {
+        let file = std::fs::File::open(path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        let mut file = std::io::BufReader::with_capacity(1 << 20, file);
+        let mut header = [0u8; 24];
+        if size < 24 || file.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
             return Err(corrupt("bad header"));
         }
-        let dim = u64::from_le_bytes(bytes[8..16].try_into().unwrap_or_default()) as usize;
-        let count = u64::from_le_bytes(bytes[16..24].try_into().unwrap_or_default()) as usize;
-        if dim == 0 || bytes.len() != 24 + dim * count * 4 {
+        let word = |i: usize| u64::from_le_bytes(header[i..i + 8].try_into().unwrap_or_default());
+        let (dim, count) = (word(8), word(16));
+        let expected = dim
+            .checked_mul(count)
+            .and_then(|n| n.checked_mul(4))
+            .and_then(|n| n.checked_add(24));
+        if dim == 0 || expected != Some(size) {
             return Err(corrupt("size does not match its header"));
         }
+        let dim = dim as usize;
         let mut v = Vectors::empty(dim);
-        let mut row = Vec::with_capacity(dim);
-        for c in bytes[24..].chunks_exact(4) {
-            row.push(f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            if row.len() == dim {
-                v.push(&row)?;
-                row.clear();
+        let mut bytes = vec![0u8; dim * 4];
+        let mut row = vec![0f32; dim];
+        for _ in 0..count {
+            file.read_exact(&mut bytes).map_err(io)?;
+            for (x, b) in row.iter_mut().zip(bytes.chunks_exact(4)) {
+                *x = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
+            v.push(&row)?;
         }
         Ok(v.centred())
     }
