@@ -218,41 +218,6 @@ fn batched_documents_equal_texts_encoded_alone() {
 }
 
 #[test]
-fn concurrent_queries_each_get_their_own_vector() {
-    let model = common::tiny_model();
-    let texts: Vec<String> = (0..96)
-        .map(|i| format!("口红 {i} 号色 {}", "哑光".repeat(i % 7)))
-        .collect();
-    // Each query alone, on an encoder of its own (the query cache would answer otherwise).
-    let reference = common::tiny_encoder(&model);
-    let alone: Vec<Vec<f32>> = texts
-        .iter()
-        .map(|t| reference.encode_query(t).unwrap())
-        .collect();
-    // 12 threads on 2 cores: most queries wait while others encode and share passes.
-    let encoder = common::tiny_encoder(&model);
-    std::thread::scope(|s| {
-        for (texts, alone) in texts.chunks(8).zip(alone.chunks(8)) {
-            let encoder = &encoder;
-            s.spawn(move || {
-                for (t, want) in texts.iter().zip(alone) {
-                    let got = encoder.encode_query(t).unwrap();
-                    let diff = max_abs_diff(&got, want);
-                    assert!(diff < 1e-5, "`{t}` got another query's vector ({diff})");
-                }
-            });
-        }
-    });
-    let stats = encoder.query_cache();
-    assert_eq!((stats.misses, stats.size), (96, 96));
-    assert!(
-        (96 / shoprank::encoder::QUERY_BATCH as u64..=96).contains(&stats.batches),
-        "{stats:?}"
-    );
-    eprintln!("96 concurrent queries in {} forward passes", stats.batches);
-}
-
-#[test]
 fn a_folder_without_weights_is_a_model_error() {
     let model = common::tiny_model();
     let dir = tempfile::tempdir().unwrap();
@@ -451,23 +416,6 @@ fn real_model_ranks_by_meaning() {
 
     // Load and encode once: this is the slow part (a few seconds).
     let encoder = Encoder::load(config, Device::Cpu).expect("the real model loads");
-    // Concurrent queries share forward passes (a pass takes milliseconds here, so 8
-    // threads on this machine's cores always find some waiting).
-    std::thread::scope(|s| {
-        for t in 0..8 {
-            let encoder = &encoder;
-            s.spawn(move || {
-                for i in 0..6 {
-                    encoder
-                        .encode_query(&format!("并发查询 {t} 号 {i}"))
-                        .unwrap();
-                }
-            });
-        }
-    });
-    let stats = encoder.query_cache();
-    assert_eq!(stats.misses, 48);
-    assert!(stats.batches < 48, "no pass was shared: {stats:?}");
     let data = common::demo_index(Some(&encoder));
     std::fs::write(
         data.path().join("profiles/semantic.toml"),

@@ -155,31 +155,6 @@ pub struct CacheStats {
     pub misses: u64,
     /// Queries held.
     pub size: usize,
-    /// Forward passes that encoded them (fewer than `misses` when concurrent searches
-    /// shared a pass).
-    pub batches: u64,
-}
-
-/// Most queries one shared forward pass takes.
-pub const QUERY_BATCH: usize = 16;
-
-/// Queries waiting for an encode and the answers of finished ones. Concurrent searches
-/// share forward passes: a lone query is encoded at once, and queries that arrive while
-/// the passes are busy go together into the next one, which reads the 50 MB of weights
-/// once for all of them instead of once each.
-#[derive(Default)]
-struct QueryBatches {
-    state: std::sync::Mutex<BatchState>,
-    done: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct BatchState {
-    waiting: std::collections::VecDeque<(u64, String)>,
-    answers: HashMap<u64, std::result::Result<Vec<f32>, String>>,
-    running: usize,
-    next: u64,
-    batches: u64,
 }
 
 /// The forward pass for the encoder's device.
@@ -200,13 +175,6 @@ pub struct Encoder {
     intermediate: usize,
     layers: usize,
     queries: std::sync::Mutex<QueryCache>,
-    batches: QueryBatches,
-    /// Query forward passes that may run at once: one per two cores. A search is half
-    /// encode and half everything else, and passes running side by side compete for memory
-    /// bandwidth (each streams the weights); fewer passes share more. On 2 cores, under 4
-    /// concurrent searches at 100k products, one pass at a time took p99 from ~59 to ~48 ms
-    /// at the same throughput (35% of queries shared a pass; BENCHMARKS.md).
-    passes: usize,
 }
 
 impl std::fmt::Debug for Encoder {
@@ -273,8 +241,6 @@ impl Encoder {
             intermediate: bert.intermediate_size,
             layers: bert.num_hidden_layers,
             queries: Default::default(),
-            batches: Default::default(),
-            passes: std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2)),
         })
     }
 
@@ -288,63 +254,19 @@ impl Encoder {
         &self.config.id
     }
 
-    /// Encodes one query (repeated queries come from a small LRU cache; concurrent ones
-    /// share forward passes).
+    /// Encodes one query (repeated queries come from a small LRU cache).
     pub fn encode_query(&self, query: &str) -> Result<Vec<f32>> {
         let cache = || self.queries.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = cache().get(query) {
             return Ok(v);
         }
-        let v = self.encode_shared(format!("{}{}", self.config.query_prefix, query))?;
+        let text = format!("{}{}", self.config.query_prefix, query);
+        let v = self
+            .encode_batch(&[text])?
+            .pop()
+            .ok_or_else(|| Error::Internal("empty encoder output".into()))?;
         cache().put(query, &v);
         Ok(v)
-    }
-
-    /// Queues `text` and waits for its vector. A caller finding a free core runs a forward
-    /// pass over up to [`QUERY_BATCH`] waiting texts (its own or others') and hands out
-    /// the answers; the others wait for theirs.
-    fn encode_shared(&self, text: String) -> Result<Vec<f32>> {
-        let lock = || self.batches.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut st = lock();
-        let ticket = st.next;
-        st.next += 1;
-        st.waiting.push_back((ticket, text));
-        loop {
-            if let Some(answer) = st.answers.remove(&ticket) {
-                return answer.map_err(Error::Internal);
-            }
-            if st.running < self.passes && !st.waiting.is_empty() {
-                let n = st.waiting.len().min(QUERY_BATCH);
-                let (tickets, texts): (Vec<u64>, Vec<String>) = st.waiting.drain(..n).unzip();
-                st.running += 1;
-                st.batches += 1;
-                drop(st);
-                // A panic must not leave the waiters without an answer.
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.encode_batch(&texts)
-                }))
-                .unwrap_or_else(|_| Err(Error::Internal("the encoder panicked".into())));
-                st = lock();
-                st.running -= 1;
-                match result {
-                    Ok(vectors) => st
-                        .answers
-                        .extend(tickets.into_iter().zip(vectors.into_iter().map(Ok))),
-                    Err(e) => {
-                        let e = e.to_string();
-                        st.answers
-                            .extend(tickets.into_iter().map(|t| (t, Err(e.clone()))));
-                    }
-                }
-                self.batches.done.notify_all();
-                continue;
-            }
-            st = self
-                .batches
-                .done
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
-        }
     }
 
     /// Query-cache counters.
@@ -354,7 +276,6 @@ impl Encoder {
             hits: c.hits,
             misses: c.misses,
             size: c.map.len(),
-            batches: self.batches.state.lock().map_or(0, |b| b.batches),
         }
     }
 
