@@ -203,27 +203,6 @@ impl Bert {
                 candle_core::bail!("token id {id} outside the vocabulary ({vocab})");
             }
         }
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                // SAFETY: the CPU has AVX2 and FMA (checked just above).
-                return Ok(unsafe { self.forward_avx2(texts) });
-            }
-        }
-        Ok(self.forward_lanes(texts))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn forward_avx2(&self, texts: &[&[u32]]) -> Vec<f32> {
-        self.forward_lanes(texts)
-    }
-
-    /// The pass itself; inlined into a caller compiled for the CPU's vector width.
-    #[inline(always)]
-    fn forward_lanes(&self, texts: &[&[u32]]) -> Vec<f32> {
         thread_local! {
             static BUFFERS: std::cell::RefCell<Buffers> = Default::default();
         }
@@ -231,7 +210,7 @@ impl Bert {
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
         let inner = self.layers.first().map_or(0, |l| l.intermediate.output);
-        BUFFERS.with_borrow_mut(|b| {
+        Ok(BUFFERS.with_borrow_mut(|b| {
             // Each layer writes every element it later reads, so stale values do no harm.
             for (buf, len) in [
                 (&mut b.attended, tokens * h),
@@ -241,14 +220,34 @@ impl Bert {
                 (&mut b.scores, longest * longest),
             ] {
                 if buf.len() < len {
-                    buf.resize(len, 0.0);
+                    // A fresh buffer, not `resize`: growing would copy the old contents.
+                    *buf = Vec::new();
+                    *buf = vec![0.0; len];
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { self.layers_avx2(texts, tokens, b) };
                 }
             }
             self.layers_over(texts, tokens, b)
-        })
+        }))
     }
 
-    /// Embeddings and every layer, with `b` holding room for `tokens` tokens.
+    /// [`Bert::layers_over`] compiled for AVX2 + FMA (the dispatch must sit outside any
+    /// closure: a closure does not inherit its caller's target features).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn layers_avx2(&self, texts: &[&[u32]], tokens: usize, b: &mut Buffers) -> Vec<f32> {
+        self.layers_over(texts, tokens, b)
+    }
+
+    /// Embeddings and every layer, with `b` holding room for `tokens` tokens; inlined into
+    /// a caller compiled for the CPU's vector width.
     #[inline(always)]
     fn layers_over(&self, texts: &[&[u32]], tokens: usize, b: &mut Buffers) -> Vec<f32> {
         let h = self.hidden;
