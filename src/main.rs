@@ -430,8 +430,9 @@ fn main() -> anyhow::Result<()> {
                 settings.workers = w;
             }
             settings.validate()?;
-            // candle reads its matmul thread count from RAYON_NUM_THREADS; set it before
-            // any thread starts (an explicit environment value wins).
+            // The document encoder (and candle's matmuls on other devices) read their thread
+            // count from RAYON_NUM_THREADS; set it before any thread starts (an explicit
+            // environment value wins).
             if settings.encoder_threads > 0 && std::env::var_os("RAYON_NUM_THREADS").is_none() {
                 std::env::set_var("RAYON_NUM_THREADS", settings.encoder_threads.to_string());
             }

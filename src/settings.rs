@@ -41,8 +41,8 @@ pub struct Settings {
     pub commit_interval_ms: u64,
     /// Gates a rebuilt generation must pass before it goes live.
     pub gates: crate::index::Gates,
-    /// Matrix-multiply threads per encode in `serve` (0: all cores). Under concurrent
-    /// searches one thread each serves more requests than two threads fighting.
+    /// Threads that encode products in `serve` (background rebuilds, new titles; 0: all
+    /// cores), so searches keep the other cores. A CPU query encode is always one thread.
     pub encoder_threads: usize,
     /// Judged queries (`qid<TAB>query`) for `GET /profiles/{name}/eval`.
     pub eval_queries: Option<PathBuf>,
