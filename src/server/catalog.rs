@@ -25,22 +25,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Largest request body, bytes.
 const MAX_BODY: usize = 32 << 20;
 
-async fn body(state: &AppState, payload: web::Payload) -> Result<web::Bytes> {
-    match payload.to_bytes_limited(MAX_BODY).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => {
-            let e = Error::InvalidProduct {
-                index: None,
-                reason: format!("body larger than {} MiB: split it", MAX_BODY >> 20),
-            };
-            state.engine.metrics.count_error(e.code());
-            Err(e)
-        }
-        Err(e) => Err(Error::InvalidProduct {
-            index: None,
-            reason: format!("cannot read the body: {e}"),
-        }),
-    }
+async fn body(payload: web::Payload) -> Result<web::Bytes> {
+    super::read_body(payload, MAX_BODY, |reason| Error::InvalidProduct {
+        index: None,
+        reason,
+    })
+    .await
 }
 
 fn summary(outcomes: &[Outcome]) -> serde_json::Value {
@@ -56,7 +46,7 @@ fn summary(outcomes: &[Outcome]) -> serde_json::Value {
 
 /// Batch upsert: answers once the batch is durable (searchable within the commit interval).
 async fn put_products(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+    let body = body(payload).await?;
     let engine = state.engine.clone();
     let outcomes = run_blocking(&state, move || {
         let writes = engine.parse_products(&body)?;
@@ -71,7 +61,7 @@ async fn patch_product(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+    let body = body(payload).await?;
     let patch: Patch = serde_json::from_slice(&body).map_err(|e| Error::InvalidProduct {
         index: None,
         reason: format!("malformed patch (fields: price, in_stock, sales, updated_at): {e}"),
@@ -113,7 +103,7 @@ async fn delete_product(
 
 /// Starts a background rebuild; answers 202 with the job to poll.
 async fn reindex(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+    let body = body(payload).await?;
     let spec: ReindexSpec = serde_json::from_slice(&body).map_err(|e| {
         Error::param(
             "body",
@@ -131,17 +121,11 @@ async fn rollback(state: web::Data<AppState>) -> Result<HttpResponse> {
 }
 
 async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    let s = state
-        .engine
-        .job(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let s = state.engine.job(&id)?;
     Ok(HttpResponse::Ok().json(s))
 }
 
 async fn cancel_job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    let s = state
-        .engine
-        .cancel_job(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let s = state.engine.cancel_job(&id)?;
     Ok(HttpResponse::Accepted().json(s))
 }

@@ -19,23 +19,11 @@ const MAX_BODY: usize = 16 << 20;
 
 /// One event, a JSON array or NDJSON. Answers once the events are durable.
 async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = match payload.to_bytes_limited(MAX_BODY).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => {
-            let e = Error::InvalidEvent {
-                index: None,
-                reason: format!("body larger than {} MiB: split it", MAX_BODY >> 20),
-            };
-            state.engine.metrics.count_error(e.code());
-            return Err(e);
-        }
-        Err(e) => {
-            return Err(Error::InvalidEvent {
-                index: None,
-                reason: format!("cannot read the body: {e}"),
-            })
-        }
-    };
+    let body = super::read_body(payload, MAX_BODY, |reason| Error::InvalidEvent {
+        index: None,
+        reason,
+    })
+    .await?;
     let engine = state.engine.clone();
     let (stored, expired) = run_blocking(&state, move || {
         let events = behavior::parse_batch(&body, behavior::now())?;
@@ -46,10 +34,7 @@ async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Resul
 }
 
 async fn profile(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    let p = state
-        .engine
-        .user_profile(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let p = state.engine.user_profile(&id)?;
     Ok(HttpResponse::Ok().json(p))
 }
 

@@ -19,10 +19,7 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn report(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    let r = state
-        .engine
-        .experiment_report(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let r = state.engine.experiment_report(&id)?;
     Ok(HttpResponse::Ok().json(r))
 }
 
@@ -39,17 +36,11 @@ async fn put(
             e.valid_up_to()
         ))
     })?;
-    let r = state
-        .engine
-        .put_experiment(&id, text)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let r = state.engine.put_experiment(&id, text)?;
     Ok(HttpResponse::Ok().json(r))
 }
 
 async fn stop(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    state
-        .engine
-        .stop_experiment(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    state.engine.stop_experiment(&id)?;
     Ok(HttpResponse::Ok().json(json!({"id": id.into_inner(), "stopped": true})))
 }

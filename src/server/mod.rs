@@ -49,16 +49,28 @@ pub async fn run_blocking<T: Send + 'static>(
 ) -> Result<T> {
     if state.in_flight.fetch_add(1, Ordering::AcqRel) >= state.max_in_flight {
         state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        state.engine.metrics.count_error(Error::Overloaded.code());
         return Err(Error::Overloaded);
     }
     let out = web::block(f).await;
     state.in_flight.fetch_sub(1, Ordering::AcqRel);
-    let out = out.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?;
-    if let Err(e) = &out {
-        state.engine.metrics.count_error(e.code());
+    out.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// The whole request body, at most `max` bytes; `invalid(reason)` is the error to answer
+/// with when it is larger or cannot be read.
+async fn read_body(
+    payload: web::Payload,
+    max: usize,
+    invalid: impl Fn(String) -> Error,
+) -> Result<web::Bytes> {
+    match payload.to_bytes_limited(max).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(invalid(format!(
+            "body larger than {} MiB: split it",
+            max >> 20
+        ))),
+        Err(e) => Err(invalid(format!("cannot read the body: {e}"))),
     }
-    out
 }
 
 /// Every route, with JSON errors for malformed requests.
@@ -78,7 +90,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .default_service(web::to(error::not_found));
 }
 
-/// The application: state, routes and per-route request metrics.
+/// The application: state, routes, per-route request metrics and error counts.
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -104,6 +116,10 @@ pub fn app(
                 engine
                     .metrics
                     .observe_request(&route, res.status().as_u16(), started.elapsed());
+                // Every handler error is counted here, by its code, once.
+                if let Some(e) = res.response().error().and_then(|e| e.as_error::<Error>()) {
+                    engine.metrics.count_error(e.code());
+                }
                 Ok(res)
             }
         })

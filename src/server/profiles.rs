@@ -34,10 +34,7 @@ async fn list(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn get(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    let info = state
-        .engine
-        .profile_info(&name)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let info = state.engine.profile_info(&name)?;
     Ok(HttpResponse::Ok().json(info))
 }
 
@@ -121,9 +118,6 @@ async fn users(
     params: web::Query<UsersParams>,
 ) -> Result<HttpResponse> {
     let limit = params.limit.unwrap_or(50).min(1000);
-    let list = state
-        .engine
-        .users(limit)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let list = state.engine.users(limit)?;
     Ok(HttpResponse::Ok().json(list))
 }

@@ -148,8 +148,7 @@ async fn search(
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse> {
     let req = check_utf8(http.query_string())
-        .and_then(|_| SearchRequest::try_from(params.into_inner()))
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+        .and_then(|_| SearchRequest::try_from(params.into_inner()))?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.shopper_search(&req)).await?;
     Ok(HttpResponse::Ok().json(res))
@@ -171,7 +170,7 @@ async fn compare(state: web::Data<AppState>, http: HttpRequest) -> Result<HttpRe
                 .map_err(|e| Error::param("query", e.to_string()))?;
         Ok((SearchRequest::try_from(params)?, a, b))
     });
-    let (req, a, b) = parsed.inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let (req, a, b) = parsed?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.compare(&req, &a, &b)).await?;
     Ok(HttpResponse::Ok().json(res))
@@ -189,14 +188,12 @@ async fn analyze(
     http: HttpRequest,
     params: web::Query<AnalyzeParams>,
 ) -> Result<HttpResponse> {
-    let q = check_utf8(http.query_string())
-        .and_then(|_| {
-            params
-                .into_inner()
-                .q
-                .ok_or_else(|| Error::param("q", "missing: pass the query as ?q=..."))
-        })
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let q = check_utf8(http.query_string()).and_then(|_| {
+        params
+            .into_inner()
+            .q
+            .ok_or_else(|| Error::param("q", "missing: pass the query as ?q=..."))
+    })?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.analyze(&q)).await?;
     Ok(HttpResponse::Ok().json(res))
@@ -216,13 +213,11 @@ async fn suggest(
     params: web::Query<SuggestParams>,
 ) -> Result<HttpResponse> {
     let p = params.into_inner();
-    let res = check_utf8(http.query_string())
-        .and_then(|_| {
-            let q =
-                p.q.ok_or_else(|| Error::param("q", "missing: pass the typed prefix as ?q=..."))?;
-            let size = parse("size", p.size, "a number")?.unwrap_or(10);
-            Ok((state.engine.suggest(&q, size)?, q))
-        })
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let res = check_utf8(http.query_string()).and_then(|_| {
+        let q =
+            p.q.ok_or_else(|| Error::param("q", "missing: pass the typed prefix as ?q=..."))?;
+        let size = parse("size", p.size, "a number")?.unwrap_or(10);
+        Ok((state.engine.suggest(&q, size)?, q))
+    })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"query": res.1, "suggestions": res.0})))
 }

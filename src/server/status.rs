@@ -14,10 +14,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn product(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
-    let p = state
-        .engine
-        .product(&id)
-        .inspect_err(|e| state.engine.metrics.count_error(e.code()))?;
+    let p = state.engine.product(&id)?;
     Ok(HttpResponse::Ok().json(p))
 }
 
