@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::analysis::normalize;
 use crate::behavior::{now, Event, EventType, RedbStore};
-use crate::catalog::{read_catalog, Format, Product};
+use crate::catalog::{read_shared, Format, Product};
 use crate::encoder::Encoder;
 use crate::engine::{Engine, SearchRequest};
 use crate::error::{Error, Result};
@@ -141,22 +141,18 @@ struct Shopper {
 
 /// Loads the two shared catalogs as one product list (ids are unique across them).
 pub fn load_catalog(shared: &Path) -> Result<Vec<Product>> {
-    let schema = CatalogSchema::default();
-    let mut products = Vec::new();
-    for (file, format) in [
-        ("taobao_cosmetics/snapshots.csv", Format::Taobao),
-        ("openbg_products/products.tsv", Format::Openbg),
-    ] {
-        let path = shared.join(file);
-        if !path.is_file() {
-            return Err(Error::Config(format!(
-                "{} is missing: eval-personal reads the shared data set",
-                path.display()
-            )));
-        }
-        let (valid, _) = read_catalog(&path, format, &schema)?.accept(true)?;
-        products.extend(valid);
-    }
+    let mut products = read_shared(
+        shared,
+        "taobao_cosmetics/snapshots.csv",
+        Format::Taobao,
+        "eval-personal",
+    )?;
+    products.extend(read_shared(
+        shared,
+        "openbg_products/products.tsv",
+        Format::Openbg,
+        "eval-personal",
+    )?);
     Ok(products)
 }
 

@@ -10,10 +10,9 @@
 use std::io::Write;
 use std::path::Path;
 
-use crate::catalog::{read_catalog, Format, Product};
+use crate::catalog::{read_shared, Format, Product};
 use crate::error::{Error, Result};
 use crate::eval_personal::Rng;
-use crate::schema::CatalogSchema;
 
 const EXTRAS: &[&str] = &[
     "新款",
@@ -44,7 +43,6 @@ const SIZES: &[&str] = &[
 
 /// The real base products of the shared data folder.
 pub fn bases(shared: &Path) -> Result<Vec<(Product, &'static str)>> {
-    let schema = CatalogSchema::default();
     let mut out = Vec::new();
     for (file, format, source) in [
         (
@@ -59,14 +57,7 @@ pub fn bases(shared: &Path) -> Result<Vec<(Product, &'static str)>> {
             "multicpr",
         ),
     ] {
-        let path = shared.join(file);
-        if !path.is_file() {
-            return Err(Error::Config(format!(
-                "{} is missing: synthetic catalogs are built from ../shared/data (see its DATA.md)",
-                path.display()
-            )));
-        }
-        let (products, _) = read_catalog(&path, format, &schema)?.accept(true)?;
+        let products = read_shared(shared, file, format, "synth")?;
         out.extend(products.into_iter().map(|mut p| {
             if p.category.is_empty() && source == "cosmetics" {
                 p.category = "美妆/护肤彩妆".into();
@@ -147,6 +138,8 @@ pub fn generate(shared: &Path, n: usize, seed: u64, out: &Path) -> Result<usize>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::read_catalog;
+    use crate::schema::CatalogSchema;
 
     #[test]
     fn generates_valid_labelled_products_or_says_what_is_missing() {

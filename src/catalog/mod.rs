@@ -109,6 +109,25 @@ impl IngestReport {
     }
 }
 
+/// The valid products of a catalog in the shared data folder (`../shared/data`), bad
+/// records skipped; a missing file is a config error naming who needed it.
+pub fn read_shared(
+    shared: &Path,
+    file: &str,
+    format: Format,
+    needed_by: &str,
+) -> Result<Vec<Product>> {
+    let path = shared.join(file);
+    if !path.is_file() {
+        return Err(Error::Config(format!(
+            "{} is missing: {needed_by} reads the shared data set (see its DATA.md)",
+            path.display()
+        )));
+    }
+    let (products, _) = read_catalog(&path, format, &CatalogSchema::default())?.accept(true)?;
+    Ok(products)
+}
+
 /// The JSON values of a request body: one object, an array or NDJSON, at most `max` of
 /// them. The error is (position, reason).
 pub fn json_values(
