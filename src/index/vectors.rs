@@ -54,32 +54,26 @@ fn words(dim: usize) -> usize {
     dim.div_ceil(64)
 }
 
-/// Appends the centred sign bits of the row `codes × scale`.
-fn sign_bits(codes: &[i8], scale: f32, center: &[f32], bits: &mut Vec<u64>) {
-    for (block, center) in codes.chunks(64).zip(center.chunks(64)) {
-        let mut w = 0u64;
-        for (j, (&c, &m)) in block.iter().zip(center).enumerate() {
-            if f32::from(c) * scale > m {
-                w |= 1 << j;
-            }
+/// Appends the centred sign bits of a row (one u64 per 64 components).
+fn sign_bits(row: impl Iterator<Item = f32>, center: &[f32], bits: &mut Vec<u64>) {
+    let mut w = 0u64;
+    for (d, (x, &m)) in row.zip(center).enumerate() {
+        if x > m {
+            w |= 1 << (d % 64);
         }
+        if d % 64 == 63 {
+            bits.push(w);
+            w = 0;
+        }
+    }
+    if !center.len().is_multiple_of(64) {
         bits.push(w);
     }
 }
 
-/// The query's centred sign bits.
-fn query_bits(query: &[f32], center: &[f32]) -> Vec<u64> {
-    query
-        .chunks(64)
-        .zip(center.chunks(64))
-        .map(|(block, center)| {
-            block
-                .iter()
-                .zip(center)
-                .enumerate()
-                .fold(0u64, |w, (j, (&x, &m))| if x > m { w | 1 << j } else { w })
-        })
-        .collect()
+/// The components of the row `codes × scale`.
+fn dequantized(codes: &[i8], scale: f32) -> impl Iterator<Item = f32> + '_ {
+    codes.iter().map(move |&c| f32::from(c) * scale)
 }
 
 /// `a · b` of two int8 vectors, exactly, in i32 (16-bit products summed in pairs: the
@@ -186,8 +180,8 @@ impl Vectors {
         let mut mean = vec![0f64; self.dim];
         for c in &self.chunks {
             for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
-                for (m, &x) in mean.iter_mut().zip(codes) {
-                    *m += f64::from(f32::from(x) * scale);
+                for (m, x) in mean.iter_mut().zip(dequantized(codes, scale)) {
+                    *m += f64::from(x);
                 }
             }
         }
@@ -197,7 +191,7 @@ impl Vectors {
             let c = Arc::make_mut(c);
             c.bits.clear();
             for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
-                sign_bits(codes, scale, &center, &mut c.bits);
+                sign_bits(dequantized(codes, scale), &center, &mut c.bits);
             }
         }
         self.center = Arc::new(center);
@@ -229,7 +223,11 @@ impl Vectors {
         let at = last.codes.len();
         let scale = quantize(row, &mut last.codes);
         last.scales.push(scale);
-        sign_bits(&last.codes[at..], scale, &self.center, &mut last.bits);
+        sign_bits(
+            dequantized(&last.codes[at..], scale),
+            &self.center,
+            &mut last.bits,
+        );
         self.len += 1;
         Ok(())
     }
@@ -246,7 +244,7 @@ impl Vectors {
         let mut codes = Vec::with_capacity(self.dim);
         let scale = quantize(row, &mut codes);
         let mut bits = Vec::with_capacity(words(self.dim));
-        sign_bits(&codes, scale, &self.center, &mut bits);
+        sign_bits(dequantized(&codes, scale), &self.center, &mut bits);
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK_ROWS]);
         let at = (i % CHUNK_ROWS) * self.dim;
         chunk.codes[at..at + self.dim].copy_from_slice(&codes);
@@ -280,7 +278,7 @@ impl Vectors {
     /// Row `i`, as stored (dequantized).
     pub fn row(&self, i: usize) -> Vec<f32> {
         let (codes, scale) = self.codes(i);
-        codes.iter().map(|&c| f32::from(c) * scale).collect()
+        dequantized(codes, scale).collect()
     }
 
     /// `row(i) · q` (the cosine for unit vectors).
@@ -301,7 +299,8 @@ impl Vectors {
         if self.len <= PREFILTER_ROWS || k >= RESCORE || query.len() != self.dim {
             return self.nearest_exact(query, k, keep);
         }
-        let q = query_bits(query, &self.center);
+        let mut q = Vec::with_capacity(words(self.dim));
+        sign_bits(query.iter().copied(), &self.center, &mut q);
         let mut dist = Vec::with_capacity(self.len);
         for c in &self.chunks {
             hamming(&c.bits, &q, &mut dist);
