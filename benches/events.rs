@@ -16,7 +16,7 @@ use common::{percentile, pool_engine, queries};
 use criterion::{BatchSize, Criterion, Throughput};
 use shoprank::behavior::{self, Event, EventType, RedbStore};
 use shoprank::engine::{Engine, SearchRequest};
-use shoprank::eval_personal::Rng;
+use shoprank::util::Rng;
 
 /// The user whose profile personalizes the measured searches.
 const USER: &str = "bench-user";
@@ -75,7 +75,7 @@ fn main() {
         .iter()
         .map(|p| p.id.clone())
         .collect();
-    let now = behavior::now();
+    let now = shoprank::util::now();
     let mut rng = Rng(0x0b5e_55ed);
 
     // The measured user's history, stored as a shopper's app would send it: batches of 50.

@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use shoprank::index::vectors::{PREFILTER_ROWS, RESCORE};
+use shoprank::vectors::{PREFILTER_ROWS, RESCORE};
 
 fn main() {
     let Some(dir) = std::env::args().skip(1).find(|a| !a.starts_with('-')) else {

@@ -164,36 +164,212 @@ impl Error {
 
     /// The stable machine-readable code of this error.
     pub fn code(&self) -> &'static str {
+        self.row().0
+    }
+
+    /// Whether the caller (fix the input) or the operator (fix the service) must act.
+    pub fn kind(&self) -> Kind {
+        self.row().1
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> u16 {
+        self.row().2
+    }
+
+    /// Code, kind and HTTP status of every error, one row each: the one table (the HTTP
+    /// layer and `docs/error-codes.md` read it; meilisearch's `make_error_codes!`).
+    fn row(&self) -> (&'static str, Kind, u16) {
+        use Kind::{Internal, User};
         match self {
-            Error::InvalidQuery(_) => "invalid_query",
-            Error::InvalidParam { .. } => "invalid_parameter",
-            Error::UnknownProfile { .. } => "unknown_profile",
-            Error::InvalidProfile { .. } => "invalid_profile",
-            Error::ProductNotFound(_) => "product_not_found",
-            Error::BadCatalog { .. } => "bad_catalog",
-            Error::BadCatalogFile { .. } => "bad_catalog_file",
-            Error::NoIndex(_) => "no_index",
-            Error::Config(_) => "invalid_configuration",
-            Error::CudaNotCompiled => "cuda_not_compiled",
-            Error::Model { .. } => "model_error",
-            Error::InvalidEvent { .. } => "invalid_event",
-            Error::UserNotFound(_) => "user_not_found",
-            Error::NoEventStore => "no_event_store",
-            Error::Store(_) => "store_error",
-            Error::Overloaded => "overloaded",
-            Error::InvalidProduct { .. } => "invalid_product",
-            Error::ReadOnly(_) => "read_only",
-            Error::GateFailed(_) => "gate_failed",
-            Error::Cancelled => "cancelled",
-            Error::JobRunning(_) => "job_running",
-            Error::JobNotFound(_) => "job_not_found",
-            Error::NoEvalSet => "no_eval_set",
-            Error::InvalidExperiment(_) => "invalid_experiment",
-            Error::ExperimentNotFound(_) => "experiment_not_found",
-            Error::Io { .. } => "io_error",
-            Error::Index(_) => "index_error",
-            Error::Inference(_) => "inference_error",
-            Error::Internal(_) => "internal_error",
+            Error::InvalidQuery(_) => ("invalid_query", User, 400),
+            Error::InvalidParam { .. } => ("invalid_parameter", User, 400),
+            Error::UnknownProfile { .. } => ("unknown_profile", User, 400),
+            Error::InvalidEvent { .. } => ("invalid_event", User, 400),
+            Error::InvalidProduct { .. } => ("invalid_product", User, 400),
+            Error::InvalidExperiment(_) => ("invalid_experiment", User, 400),
+            Error::ProductNotFound(_) => ("product_not_found", User, 404),
+            Error::UserNotFound(_) => ("user_not_found", User, 404),
+            Error::JobNotFound(_) => ("job_not_found", User, 404),
+            Error::ExperimentNotFound(_) => ("experiment_not_found", User, 404),
+            Error::JobRunning(_) => ("job_running", User, 409),
+            Error::InvalidProfile { .. } => ("invalid_profile", User, 422),
+            Error::BadCatalog { .. } => ("bad_catalog", User, 422),
+            Error::BadCatalogFile { .. } => ("bad_catalog_file", User, 422),
+            Error::GateFailed(_) => ("gate_failed", User, 422),
+            Error::Cancelled => ("cancelled", User, 422),
+            Error::Overloaded => ("overloaded", User, 429),
+            Error::ReadOnly(_) => ("read_only", Internal, 503),
+            Error::NoEvalSet => ("no_eval_set", Internal, 503),
+            Error::NoEventStore => ("no_event_store", Internal, 503),
+            Error::NoIndex(_) => ("no_index", Internal, 503),
+            Error::Config(_) => ("invalid_configuration", Internal, 500),
+            Error::CudaNotCompiled => ("cuda_not_compiled", Internal, 500),
+            Error::Model { .. } => ("model_error", Internal, 500),
+            Error::Store(_) => ("store_error", Internal, 500),
+            Error::Io { .. } => ("io_error", Internal, 500),
+            Error::Index(_) => ("index_error", Internal, 500),
+            Error::Inference(_) => ("inference_error", Internal, 500),
+            Error::Internal(_) => ("internal_error", Internal, 500),
         }
+    }
+}
+
+/// Who must act on an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request or input is wrong; the message says how to fix it.
+    User,
+    /// The service is misconfigured, unavailable or broken; the caller cannot fix it.
+    Internal,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One error of every variant; the exhaustive match below stops the build when a
+    /// variant is added without a sample here.
+    fn samples() -> Vec<Error> {
+        let samples = vec![
+            Error::InvalidQuery("the query is empty".into()),
+            Error::param("size", "must be within 1..=100, got 0"),
+            Error::UnknownProfile {
+                name: "fast".into(),
+                known: "bm25, default".into(),
+            },
+            Error::InvalidEvent {
+                index: Some(3),
+                reason: "unknown field `foo`".into(),
+            },
+            Error::InvalidProduct {
+                index: Some(0),
+                reason: "`price` must be a number".into(),
+            },
+            Error::InvalidExperiment("arm `b` names no profile".into()),
+            Error::ProductNotFound("p42".into()),
+            Error::UserNotFound("u7".into()),
+            Error::JobNotFound("7".into()),
+            Error::ExperimentNotFound("exp1".into()),
+            Error::JobRunning("job 3 (reindex)".into()),
+            Error::InvalidProfile {
+                path: "profiles/x.toml".into(),
+                reason: "unknown feature `bm52`".into(),
+            },
+            Error::BadCatalog {
+                path: "catalog.jsonl".into(),
+                count: 2,
+                first: "line 7: missing `title`".into(),
+            },
+            Error::BadCatalogFile {
+                path: "catalog.csv".into(),
+                reason: "no header row".into(),
+            },
+            Error::GateFailed("canary query `口红` returns no results".into()),
+            Error::Cancelled,
+            Error::Overloaded,
+            Error::ReadOnly("another process holds the writer lock".into()),
+            Error::NoEvalSet,
+            Error::NoEventStore,
+            Error::NoIndex("data".into()),
+            Error::Config("addr `x` is not an ip:port address".into()),
+            Error::CudaNotCompiled,
+            Error::Model {
+                path: "models/m3e-small".into(),
+                reason: "config.json is missing".into(),
+            },
+            Error::Store("disk full".into()),
+            Error::io("data/CURRENT", std::io::Error::other("permission denied")),
+            Error::Index(tantivy::TantivyError::InvalidArgument("bad segment".into())),
+            Error::Inference(candle_core::Error::Msg("shape mismatch".into())),
+            Error::Internal("broken invariant".into()),
+        ];
+        let mut seen = [false; 29];
+        for e in &samples {
+            let i = match e {
+                Error::InvalidQuery(_) => 0,
+                Error::InvalidParam { .. } => 1,
+                Error::UnknownProfile { .. } => 2,
+                Error::InvalidEvent { .. } => 3,
+                Error::InvalidProduct { .. } => 4,
+                Error::InvalidExperiment(_) => 5,
+                Error::ProductNotFound(_) => 6,
+                Error::UserNotFound(_) => 7,
+                Error::JobNotFound(_) => 8,
+                Error::ExperimentNotFound(_) => 9,
+                Error::JobRunning(_) => 10,
+                Error::InvalidProfile { .. } => 11,
+                Error::BadCatalog { .. } => 12,
+                Error::BadCatalogFile { .. } => 13,
+                Error::GateFailed(_) => 14,
+                Error::Cancelled => 15,
+                Error::Overloaded => 16,
+                Error::ReadOnly(_) => 17,
+                Error::NoEvalSet => 18,
+                Error::NoEventStore => 19,
+                Error::NoIndex(_) => 20,
+                Error::Config(_) => 21,
+                Error::CudaNotCompiled => 22,
+                Error::Model { .. } => 23,
+                Error::Store(_) => 24,
+                Error::Io { .. } => 25,
+                Error::Index(_) => 26,
+                Error::Inference(_) => 27,
+                Error::Internal(_) => 28,
+            };
+            seen[i] = true;
+        }
+        assert!(seen.iter().all(|&s| s), "a variant has no sample");
+        samples
+    }
+
+    fn render() -> String {
+        let mut out = String::from(
+            "# Error codes\n\n\
+             Generated from `src/error.rs` by `cargo test error_codes_doc_is_current` \
+             (`UPDATE_DOCS=1` rewrites this file). Every error answers `{\"code\", \"message\"}`; \
+             `user` errors are fixed by the caller (the message says how), `internal` ones by \
+             the operator.\n\n\
+             | code | HTTP | kind | example message |\n|---|---|---|---|\n",
+        );
+        for e in samples() {
+            let kind = match e.kind() {
+                Kind::User => "user",
+                Kind::Internal => "internal",
+            };
+            let msg = e.to_string().replace('|', "\\|");
+            out.push_str(&format!(
+                "| `{}` | {} | {kind} | {msg} |\n",
+                e.code(),
+                e.status()
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn codes_are_unique_and_statuses_match_kinds() {
+        let samples = samples();
+        let codes: std::collections::HashSet<&str> = samples.iter().map(|e| e.code()).collect();
+        assert_eq!(codes.len(), samples.len());
+        for e in &samples {
+            assert_eq!(
+                e.status() >= 500,
+                e.kind() == Kind::Internal,
+                "{}",
+                e.code()
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_doc_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/error-codes.md");
+        let want = render();
+        if std::env::var_os("UPDATE_DOCS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(have == want, "docs/error-codes.md is stale: run `UPDATE_DOCS=1 cargo test error_codes_doc_is_current`");
     }
 }

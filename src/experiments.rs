@@ -224,7 +224,7 @@ impl Experiments {
         let config = parse(text, &profile_exists).map_err(Error::InvalidExperiment)?;
         std::fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
         let path = self.dir.join(format!("{id}.toml"));
-        crate::index::write_atomic(&path, text.as_bytes())?;
+        crate::util::write_atomic(&path, text.as_bytes())?;
         let run = Running::open(&self.dir, id, config)?;
         self.lock().insert(id.to_string(), run);
         Ok(())
@@ -573,7 +573,7 @@ pub fn sign_test(a: u64, b: u64) -> f64 {
 /// shown. Returns (product, team index) pairs, at most `n`.
 pub fn team_draft(a: &[String], b: &[String], n: usize, seed: u64) -> Vec<(String, usize)> {
     let mut out: Vec<(String, usize)> = Vec::with_capacity(n);
-    let mut rng = crate::eval_personal::Rng(seed);
+    let mut rng = crate::util::Rng(seed);
     let (mut ia, mut ib, mut na, mut nb) = (0usize, 0usize, 0usize, 0usize);
     let lists = [a, b];
     while out.len() < n {

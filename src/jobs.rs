@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{self, Format, RecordError};
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
-use crate::index::{self, BuildOptions, Built, GateReport, Generation};
-use crate::schema::CatalogSchema;
-use crate::settings::Settings;
+use crate::index::{self, BuildOptions, Built, Generation};
+use crate::retrieve::{self, Filters, QueryWords};
+use crate::settings::{Gates, Settings};
 
 /// What to rebuild from.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -67,7 +67,7 @@ pub fn prepare(
         Some(f) => f.parse::<Format>()?,
         None => Format::from_path(&spec.catalog)?,
     };
-    let schema = CatalogSchema::load(&settings.schema)?;
+    let schema = settings.catalog_schema()?;
     let report = catalog::read_catalog(&spec.catalog, format, &schema)?;
     report_errors(&report.errors)?;
     let (products, skipped) = report.accept(spec.skip_invalid)?;
@@ -100,7 +100,7 @@ pub fn prepare(
         let candidate = index::open_named(&settings.data_dir, &built.meta.name, encoder)?;
         let gates = match spec.force {
             true => None,
-            false => Some(index::check_gates(&candidate, previous, &settings.gates)?),
+            false => Some(check_gates(&candidate, previous, &settings.gates)?),
         };
         if cancelled() {
             return Err(Error::Cancelled);
@@ -121,6 +121,81 @@ pub fn prepare(
             Err(e)
         }
     }
+}
+
+/// What the gates found.
+#[derive(Debug, Clone, Serialize)]
+pub struct GateReport {
+    /// Products in the new generation.
+    pub products: usize,
+    /// Live products before.
+    pub previous: Option<usize>,
+    /// Canary query -> number of results.
+    pub canaries: Vec<(String, usize)>,
+}
+
+/// Checks a built generation against the live product count and canary queries.
+pub fn check_gates(
+    candidate: &Generation,
+    previous: Option<usize>,
+    gates: &Gates,
+) -> Result<GateReport> {
+    let products = candidate.live_count();
+    if products == 0 {
+        return Err(Error::GateFailed(
+            "the new generation has no products".into(),
+        ));
+    }
+    if let Some(prev) = previous.filter(|&p| p > 0 && gates.max_change >= 0.0) {
+        let change = (products as f64 - prev as f64).abs() / prev as f64;
+        if change > gates.max_change {
+            return Err(Error::GateFailed(format!(
+                "{products} products against {prev} live: a {:.0}% change exceeds the allowed {:.0}% (raise the tolerance or skip the gates to publish anyway)",
+                change * 100.0,
+                gates.max_change * 100.0
+            )));
+        }
+    }
+    let canaries: Vec<String> = if gates.canaries.is_empty() {
+        let step = (products / 5).max(1);
+        candidate
+            .products
+            .iter()
+            .step_by(step)
+            .take(5)
+            .map(|p| p.title.chars().take(20).collect())
+            .collect()
+    } else {
+        gates.canaries.clone()
+    };
+    let mut found = Vec::new();
+    for q in canaries {
+        let words = QueryWords {
+            words: candidate.analysis.query_words(&q),
+            synonyms: Vec::new(),
+        };
+        let n = retrieve::candidates(
+            candidate,
+            &words,
+            None,
+            &Filters::default(),
+            &Default::default(),
+            10,
+            0,
+        )?
+        .len();
+        if n == 0 {
+            return Err(Error::GateFailed(format!(
+                "canary query `{q}` returns no results"
+            )));
+        }
+        found.push((q, n));
+    }
+    Ok(GateReport {
+        products,
+        previous,
+        canaries: found,
+    })
 }
 
 /// Writes bad records as JSON lines.
@@ -241,7 +316,7 @@ impl Jobs {
         }
         let id = format!(
             "reindex-{}-{}",
-            crate::behavior::now(),
+            crate::util::now(),
             self.next.fetch_add(1, Ordering::Relaxed) + 1
         );
         let job = Arc::new(Job {

@@ -1,13 +1,18 @@
 //! shoprank: query-aware product search for Chinese e-commerce.
 //!
-//! The modules follow the pipeline:
+//! The modules follow the pipeline, and each imports only the ones before it in this
+//! list (`tests/it/layers.rs` checks it; ARCHITECTURE.md says what each is for):
 //! ```text
-//! catalog file -> catalog (validate) -> index (tantivy + product vectors, atomic generations)
-//! query -> analysis (normalize, jieba) -> encoder (BERT query vector)
-//!       -> retrieve (BM25 ∪ nearest vectors, filters, facets) -> rank (features × profile)
-//!       -> engine (wires the stages) -> server (HTTP) / main (CLI)
-//! events -> behavior (validate, durable store, user profiles) -> rank's personal features
-//! judged queries -> eval (metrics, significance) -> tune (weights); search log -> judgments
+//! error, util, metrics           error codes; clock, rng, atomic files; counters
+//! analysis, schema, encoder      normalize + jieba; catalog schema; BERT (candle)
+//! catalog, vectors               validated products; product vectors + nearest scan
+//! intent, index                  query understanding model; tantivy generations
+//! behavior, suggest, experiments events -> user profiles; completions; A/B arms
+//! retrieve, rank                 BM25 ∪ vector candidates, filters; features × profile
+//! settings, jobs                 layered settings; catalog jobs with their gates
+//! engine                         wires the stages: search, writes, events, text reload
+//! offline                        eval, tune, judgments, simulations (above the engine)
+//! server / main (cli/)           HTTP / command line
 //! ```
 #![warn(missing_docs)]
 
@@ -17,22 +22,20 @@ pub mod catalog;
 pub mod encoder;
 pub mod engine;
 pub mod error;
-pub mod eval;
-pub mod eval_personal;
 pub mod experiments;
 pub mod index;
 pub mod intent;
 pub mod jobs;
-pub mod judgments;
 pub mod metrics;
+pub mod offline;
 pub mod rank;
 pub mod retrieve;
 pub mod schema;
 pub mod server;
 pub mod settings;
 pub mod suggest;
-pub mod synth;
-pub mod tune;
+pub mod util;
+pub mod vectors;
 
 pub use engine::{Engine, SearchRequest, SearchResponse};
 pub use error::{Error, Result};

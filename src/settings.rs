@@ -1,5 +1,6 @@
 //! Settings: compiled-in defaults, then an optional TOML file (`--config`), then
-//! `SHOPRANK_*` environment variables, then CLI flags -> one validated [`Settings`].
+//! `SHOPRANK_*` environment variables and CLI flags (clap reads both: a flag wins over its
+//! variable) -> one validated [`Settings`].
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +19,9 @@ pub struct Settings {
     pub manifest: PathBuf,
     /// Model folder overriding the manifest's `dir`.
     pub model_dir: Option<PathBuf>,
-    /// Catalog schema file.
-    pub schema: PathBuf,
+    /// Catalog schema file (`None`: the built-in schema, the same as
+    /// `index_schema/products.toml`).
+    pub schema: Option<PathBuf>,
     /// jieba user dictionary.
     pub user_dict: PathBuf,
     /// Brand alias file for query understanding.
@@ -40,7 +42,7 @@ pub struct Settings {
     /// tantivy commit per write request).
     pub commit_interval_ms: u64,
     /// Gates a rebuilt generation must pass before it goes live.
-    pub gates: crate::index::Gates,
+    pub gates: Gates,
     /// Threads that encode products in `serve` (background rebuilds, new titles; 0: all
     /// cores), so searches keep the other cores. A CPU query encode is always one thread.
     pub encoder_threads: usize,
@@ -56,7 +58,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("data"),
             manifest: PathBuf::from("models/manifest.toml"),
             model_dir: None,
-            schema: PathBuf::from("index_schema/products.toml"),
+            schema: None,
             user_dict: PathBuf::from("index_schema/userdict.txt"),
             brand_aliases: PathBuf::from("index_schema/brand_aliases.toml"),
             synonyms: PathBuf::from("index_schema/synonyms.txt"),
@@ -66,7 +68,7 @@ impl Default for Settings {
             max_in_flight: 64,
             retention_days: 365,
             commit_interval_ms: 500,
-            gates: crate::index::Gates::default(),
+            gates: Gates::default(),
             encoder_threads: 1,
             eval_queries: None,
             eval_qrels: None,
@@ -74,10 +76,71 @@ impl Default for Settings {
     }
 }
 
+/// Every setting as a command-line flag that is also read from its `SHOPRANK_*`
+/// variable (a flag wins over its variable; both win over the file and the defaults).
+/// The CLI flattens this into every command; `--help` lists it under "Settings".
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Settings")]
+pub struct SettingsArgs {
+    /// Settings file (TOML), overlaid on the defaults.
+    #[arg(long, env = "SHOPRANK_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Data directory holding index generations, profiles and events.
+    #[arg(long, env = "SHOPRANK_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Model manifest.
+    #[arg(long, env = "SHOPRANK_MANIFEST", global = true)]
+    pub manifest: Option<PathBuf>,
+    /// Model folder (overrides the manifest's `dir`).
+    #[arg(long, env = "SHOPRANK_MODEL_DIR", global = true)]
+    pub model_dir: Option<PathBuf>,
+    /// Catalog schema file (default: the built-in schema).
+    #[arg(long, env = "SHOPRANK_SCHEMA", global = true)]
+    pub schema: Option<PathBuf>,
+    /// jieba user dictionary.
+    #[arg(long, env = "SHOPRANK_USER_DICT", global = true)]
+    pub user_dict: Option<PathBuf>,
+    /// Brand alias file.
+    #[arg(long, env = "SHOPRANK_BRAND_ALIASES", global = true)]
+    pub brand_aliases: Option<PathBuf>,
+    /// Query-time synonym file.
+    #[arg(long, env = "SHOPRANK_SYNONYMS", global = true)]
+    pub synonyms: Option<PathBuf>,
+    /// Device for the encoder.
+    #[arg(long, env = "SHOPRANK_DEVICE", global = true, value_enum)]
+    pub device: Option<DeviceKind>,
+    /// HTTP listen address (`serve`).
+    #[arg(long, env = "SHOPRANK_ADDR", global = true)]
+    pub addr: Option<String>,
+    /// HTTP worker threads (`serve`).
+    #[arg(long, env = "SHOPRANK_WORKERS", global = true)]
+    pub workers: Option<usize>,
+    /// Searches in flight before answering 429 (`serve`).
+    #[arg(long, env = "SHOPRANK_MAX_IN_FLIGHT", global = true)]
+    pub max_in_flight: Option<usize>,
+    /// Days of behavior events kept (0: forever).
+    #[arg(long, env = "SHOPRANK_RETENTION_DAYS", global = true)]
+    pub retention_days: Option<u64>,
+    /// Milliseconds within which product writes become searchable (`serve`).
+    #[arg(long, env = "SHOPRANK_COMMIT_INTERVAL_MS", global = true)]
+    pub commit_interval_ms: Option<u64>,
+    /// Threads encoding products in `serve` (0: all cores).
+    #[arg(long, env = "SHOPRANK_ENCODER_THREADS", global = true)]
+    pub encoder_threads: Option<usize>,
+    /// Judged queries for `GET /profiles/{name}/eval` (`serve`).
+    #[arg(long, env = "SHOPRANK_EVAL_QUERIES", global = true)]
+    pub eval_queries: Option<PathBuf>,
+    /// Their TREC qrels.
+    #[arg(long, env = "SHOPRANK_EVAL_QRELS", global = true)]
+    pub eval_qrels: Option<PathBuf>,
+}
+
 impl Settings {
-    /// Defaults, overlaid by `file` (if given) and by `SHOPRANK_*` variables from `env`.
-    pub fn load(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Settings> {
-        let mut s = match file {
+    /// The one layered builder: compiled-in defaults, overlaid by the file of
+    /// `args.config` (if any), overlaid by every flag or variable given; then default
+    /// resource paths are found (see [`Settings::locate_resources`]).
+    pub fn load(args: &SettingsArgs) -> Result<Settings> {
+        let mut s = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
                 toml::from_str(&text)
@@ -85,62 +148,62 @@ impl Settings {
             }
             None => Settings::default(),
         };
-        let var = |name: &str| env(&format!("SHOPRANK_{name}")).filter(|v| !v.is_empty());
-        let number = |name: &str, v: String| {
-            v.parse::<usize>()
-                .map_err(|_| Error::Config(format!("SHOPRANK_{name}=`{v}` is not a whole number")))
-        };
-        if let Some(v) = var("DATA_DIR") {
-            s.data_dir = v.into();
+        let a = args.clone();
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
         }
-        if let Some(v) = var("MANIFEST") {
-            s.manifest = v.into();
-        }
-        if let Some(v) = var("MODEL_DIR") {
-            s.model_dir = Some(v.into());
-        }
-        if let Some(v) = var("SCHEMA") {
-            s.schema = v.into();
-        }
-        if let Some(v) = var("SYNONYMS") {
-            s.synonyms = v.into();
-        }
-        if let Some(v) = var("BRAND_ALIASES") {
-            s.brand_aliases = v.into();
-        }
-        if let Some(v) = var("USER_DICT") {
-            s.user_dict = v.into();
-        }
-        if let Some(v) = var("DEVICE") {
-            s.device = match v.as_str() {
-                "cpu" => DeviceKind::Cpu,
-                "cuda" => DeviceKind::Cuda,
-                other => {
-                    return Err(Error::Config(format!(
-                        "SHOPRANK_DEVICE=`{other}`: use cpu or cuda"
-                    )))
-                }
-            };
-        }
-        if let Some(v) = var("ADDR") {
-            s.addr = v;
-        }
-        if let Some(v) = var("WORKERS") {
-            s.workers = number("WORKERS", v)?;
-        }
-        if let Some(v) = var("RETENTION_DAYS") {
-            s.retention_days = number("RETENTION_DAYS", v)? as u64;
-        }
-        if let Some(v) = var("ENCODER_THREADS") {
-            s.encoder_threads = number("ENCODER_THREADS", v)?;
-        }
-        if let Some(v) = var("COMMIT_INTERVAL_MS") {
-            s.commit_interval_ms = number("COMMIT_INTERVAL_MS", v)? as u64;
-        }
-        if let Some(v) = var("MAX_IN_FLIGHT") {
-            s.max_in_flight = number("MAX_IN_FLIGHT", v)?;
-        }
+        set(&mut s.data_dir, a.data_dir);
+        set(&mut s.manifest, a.manifest);
+        set(&mut s.model_dir, a.model_dir.map(Some));
+        set(&mut s.schema, a.schema.map(Some));
+        set(&mut s.user_dict, a.user_dict);
+        set(&mut s.brand_aliases, a.brand_aliases);
+        set(&mut s.synonyms, a.synonyms);
+        set(&mut s.device, a.device);
+        set(&mut s.addr, a.addr);
+        set(&mut s.workers, a.workers);
+        set(&mut s.max_in_flight, a.max_in_flight);
+        set(&mut s.retention_days, a.retention_days);
+        set(&mut s.commit_interval_ms, a.commit_interval_ms);
+        set(&mut s.encoder_threads, a.encoder_threads);
+        set(&mut s.eval_queries, a.eval_queries.map(Some));
+        set(&mut s.eval_qrels, a.eval_qrels.map(Some));
+        s.locate_resources();
         Ok(s)
+    }
+
+    /// The default model manifest and text files are relative paths
+    /// (`models/manifest.toml`, `index_schema/*`). When one is not found from the current
+    /// folder, it is looked up in the standard places, first found wins: the folder named
+    /// by `SHOPRANK_HOME`, `$XDG_DATA_HOME/shoprank` (or `~/.local/share/shoprank`),
+    /// `/usr/local/share/shoprank`, `/usr/share/shoprank`, and the folders above the
+    /// running binary (a `target/release/shoprank` finds its checkout). Paths given in a
+    /// file, variable or flag are used as given.
+    pub fn locate_resources(&mut self) {
+        let defaults = Settings::default();
+        let roots = resource_roots();
+        for (path, default) in [
+            (&mut self.manifest, &defaults.manifest),
+            (&mut self.user_dict, &defaults.user_dict),
+            (&mut self.brand_aliases, &defaults.brand_aliases),
+            (&mut self.synonyms, &defaults.synonyms),
+        ] {
+            if path == default && !path.exists() {
+                if let Some(found) = roots.iter().map(|r| r.join(&*path)).find(|p| p.exists()) {
+                    *path = found;
+                }
+            }
+        }
+    }
+
+    /// The catalog schema: the file of `schema`, or the built-in one.
+    pub fn catalog_schema(&self) -> Result<crate::schema::CatalogSchema> {
+        match &self.schema {
+            Some(path) => crate::schema::CatalogSchema::load(path),
+            None => Ok(crate::schema::CatalogSchema::default()),
+        }
     }
 
     /// Checks values.
@@ -160,35 +223,112 @@ impl Settings {
     }
 }
 
+/// Standard places for the model manifest and text files; see
+/// [`Settings::locate_resources`].
+fn resource_roots() -> Vec<PathBuf> {
+    let mut roots = Vec::new();
+    if let Some(home) = std::env::var_os("SHOPRANK_HOME") {
+        roots.push(PathBuf::from(home));
+    }
+    match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) => roots.push(PathBuf::from(d).join("shoprank")),
+        None => {
+            if let Some(h) = std::env::var_os("HOME") {
+                roots.push(PathBuf::from(h).join(".local/share/shoprank"));
+            }
+        }
+    }
+    roots.push("/usr/local/share/shoprank".into());
+    roots.push("/usr/share/shoprank".into());
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots
+}
+
+/// Gates a new generation must pass before it goes live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gates {
+    /// Largest relative change of the product count against the live generation
+    /// (0.2 = ±20%); negative turns the check off.
+    #[serde(default = "default_max_change")]
+    pub max_change: f64,
+    /// Queries that must return results; empty uses a few of the new catalog's titles.
+    #[serde(default)]
+    pub canaries: Vec<String>,
+}
+
+fn default_max_change() -> f64 {
+    0.2
+}
+
+impl Default for Gates {
+    fn default() -> Self {
+        Gates {
+            max_change: default_max_change(),
+            canaries: Vec::new(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     use super::*;
 
-    #[test]
-    fn defaults_load_and_validate() {
-        let s = Settings::load(None, |_| None).unwrap();
-        assert_eq!(s, Settings::default());
-        s.validate().unwrap();
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        settings: SettingsArgs,
     }
 
     #[test]
-    fn file_then_environment() {
+    fn defaults_load_and_validate() {
+        let mut want = Settings::default();
+        want.locate_resources();
+        let s = Settings::load(&SettingsArgs::default()).unwrap();
+        assert_eq!(s, want);
+        s.validate().unwrap();
+        assert_eq!(
+            s.catalog_schema().unwrap(),
+            crate::schema::CatalogSchema::default()
+        );
+    }
+
+    #[test]
+    fn file_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("shoprank.toml");
-        std::fs::write(&file, "data_dir = \"/srv/shop\"\nworkers = 4\n").unwrap();
-        let s = Settings::load(Some(&file), |k| {
-            (k == "SHOPRANK_WORKERS").then(|| "8".to_string())
-        })
+        std::fs::write(
+            &file,
+            "data_dir = \"/srv/shop\"\nworkers = 4\nretention_days = 9\n",
+        )
         .unwrap();
+        let config = file.to_str().unwrap();
+        let args = Cli::try_parse_from(["shoprank", "--config", config, "--workers", "8"])
+            .unwrap()
+            .settings;
+        let s = Settings::load(&args).unwrap();
         assert_eq!(s.data_dir, PathBuf::from("/srv/shop"));
         assert_eq!(s.workers, 8);
+        assert_eq!(s.retention_days, 9);
         std::fs::write(&file, "data_dri = \"x\"\n").unwrap();
-        assert!(Settings::load(Some(&file), |_| None)
+        assert!(Settings::load(&args)
             .unwrap_err()
             .to_string()
             .contains("data_dri"));
-        assert!(Settings::load(None, |k| (k == "SHOPRANK_DEVICE")
-            .then(|| "tpu".to_string()))
-        .is_err());
+        assert!(Cli::try_parse_from(["shoprank", "--device", "tpu"]).is_err());
+        assert!(Cli::try_parse_from(["shoprank", "--workers", "many"]).is_err());
+    }
+
+    #[test]
+    fn a_variable_sets_its_flag() {
+        // The only test that reads this variable, so setting it races with nothing.
+        std::env::set_var("SHOPRANK_COMMIT_INTERVAL_MS", "77");
+        let args = Cli::try_parse_from(["shoprank"]).unwrap().settings;
+        std::env::remove_var("SHOPRANK_COMMIT_INTERVAL_MS");
+        assert_eq!(Settings::load(&args).unwrap().commit_interval_ms, 77);
     }
 }

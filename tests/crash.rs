@@ -29,9 +29,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use shoprank::behavior::{self, EventStore, RedbStore};
-use shoprank::eval_personal::Rng;
+use shoprank::behavior::{EventStore, RedbStore};
 use shoprank::index;
+use shoprank::util::Rng;
 
 /// Events the client tries to send, at most.
 const EVENTS: usize = 2000;
@@ -197,9 +197,9 @@ struct Sent {
 
 /// Streams batches of 1..=20 events until `EVENTS` are sent or the server stops answering.
 fn stream_events(addr: SocketAddr, acked_batches: Arc<AtomicUsize>) -> Sent {
-    let mut rng = shoprank::eval_personal::Rng(0x5eed_cafe_f00d);
+    let mut rng = shoprank::util::Rng(0x5eed_cafe_f00d);
     let mut out = Sent::default();
-    let now = behavior::now();
+    let now = shoprank::util::now();
     let mut sent = 0;
     while sent < EVENTS {
         let n = (1 + rng.below(20)).min(EVENTS - sent);

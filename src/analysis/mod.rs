@@ -26,6 +26,8 @@ use crate::error::{Error, Result};
 pub const INDEX_ANALYZER: &str = "zh_index";
 /// Name of the query-side analyzer in the schema file.
 pub const QUERY_ANALYZER: &str = "zh_query";
+/// Longest query accepted, in characters (searches, suggestions, logged search events).
+pub const MAX_QUERY_CHARS: usize = 256;
 
 /// The loaded dictionary and the analyzers built on it.
 #[derive(Clone)]

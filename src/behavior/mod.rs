@@ -8,12 +8,14 @@
 
 pub mod profile;
 pub mod store;
+mod tracker;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use profile::{Personalization, UserProfile};
 pub use store::{EventStore, RedbStore};
+pub use tracker::Tracker;
 
 use crate::error::{Error, Result};
 
@@ -86,13 +88,6 @@ pub struct Event {
     pub ts: i64,
 }
 
-/// Now, Unix seconds.
-pub fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 impl Event {
     /// Validates one event given as JSON; `ts` defaults to `now`.
     pub fn from_json(value: Value, now: i64) -> std::result::Result<Event, String> {
@@ -155,10 +150,10 @@ impl Event {
                 if q.is_empty() {
                     return Err("a `search` event needs a non-empty `query`".into());
                 }
-                if q.chars().count() > crate::engine::MAX_QUERY_CHARS {
+                if q.chars().count() > crate::analysis::MAX_QUERY_CHARS {
                     return Err(format!(
                         "`query` is longer than {} characters",
-                        crate::engine::MAX_QUERY_CHARS
+                        crate::analysis::MAX_QUERY_CHARS
                     ));
                 }
             }

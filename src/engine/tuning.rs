@@ -208,7 +208,7 @@ impl Engine {
             &req.query,
             shown,
             teams,
-            behavior::now(),
+            crate::util::now(),
         )?;
         res.experiment = Some(ExperimentTag {
             id: a.id,
@@ -239,21 +239,6 @@ impl Engine {
     /// Running experiment ids.
     pub fn experiment_ids(&self) -> Vec<String> {
         self.experiments.ids()
-    }
-
-    /// Names the evaluation set of [`Engine::eval_profile`].
-    pub fn set_eval_set(&mut self, queries: PathBuf, qrels: PathBuf) {
-        self.eval_set = Some((queries, qrels));
-    }
-
-    /// A profile's offline numbers on the configured evaluation set.
-    /// `{"profile", "mrr@10", "ndcg@10", "recall@10", "map", ..., "queries"}`.
-    pub fn eval_profile(&self, name: &str) -> Result<serde_json::Value> {
-        let (queries, qrels) = self.eval_set.as_ref().ok_or(Error::NoEvalSet)?;
-        let queries = crate::eval::read_queries(queries)?;
-        let qrels = crate::eval::read_qrels(qrels)?;
-        let run = crate::eval::run(self, &[name.to_string()], &queries, &qrels, 10)?;
-        Ok(crate::eval::report::json(&run, false)["profiles"][0].clone())
     }
 
     /// Users with stored behavior, most events first.

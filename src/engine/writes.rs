@@ -11,12 +11,13 @@ impl Engine {
     /// searchable within `settings.commit_interval_ms` once [`Engine::start_background`]
     /// runs (at once when it is zero); rebuilds use `settings`' schema and gates.
     pub fn enable_writes(&self, settings: &Settings) -> Result<()> {
-        let lock = index::try_lock(&self.data_dir.join(".writer.lock"))?.ok_or_else(|| {
-            Error::ReadOnly(format!(
-                "another process (a running `shoprank serve`?) owns the writes of {}",
-                self.data_dir.display()
-            ))
-        })?;
+        let lock =
+            crate::util::try_lock(&self.data_dir.join(".writer.lock"))?.ok_or_else(|| {
+                Error::ReadOnly(format!(
+                    "another process (a running `shoprank serve`?) owns the writes of {}",
+                    self.data_dir.display()
+                ))
+            })?;
         if let Some(_build) = index::build_lock(&self.data_dir)? {
             index::remove_unfinished(&self.data_dir);
         }

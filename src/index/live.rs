@@ -209,11 +209,6 @@ enum DocOp {
     Add(u64, Arc<Product>),
 }
 
-/// Seconds since the epoch.
-fn now() -> i64 {
-    crate::behavior::now()
-}
-
 impl Generation {
     /// Applies one change to the rows (not to tantivy); returns what it did and, when
     /// applied, the tantivy operations it needs. `vector` is the product's vector when its
@@ -507,7 +502,7 @@ impl LiveWriter {
             match w {
                 Write::Upsert(mut p) => {
                     if p.updated_at == 0 {
-                        p.updated_at = now();
+                        p.updated_at = crate::util::now();
                     }
                     changes.push((i, Change::Upsert { product: p }));
                 }
@@ -515,7 +510,7 @@ impl LiveWriter {
                     i,
                     Change::Delete {
                         id,
-                        updated_at: at.unwrap_or_else(now),
+                        updated_at: at.unwrap_or_else(crate::util::now),
                     },
                 )),
                 Write::Patch(id, patch) => {
@@ -538,7 +533,7 @@ impl LiveWriter {
                     if let Some(v) = patch.sales {
                         p.sales = v;
                     }
-                    let at = patch.updated_at.unwrap_or_else(now);
+                    let at = patch.updated_at.unwrap_or_else(crate::util::now);
                     if at < p.updated_at {
                         fixed[i] = Some(Outcome::Stale);
                         continue;

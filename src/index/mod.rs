@@ -19,10 +19,8 @@
 
 pub mod embed_cache;
 pub mod live;
-pub mod vectors;
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -31,17 +29,17 @@ use serde::{Deserialize, Serialize};
 use tantivy::schema::Facet;
 use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument};
 
+use crate::vectors::Vectors;
 pub use embed_cache::EmbeddingCache;
 pub use live::{Change, LiveWriter, Outcome, Patch, Write as ProductWrite};
-pub use vectors::Vectors;
 
 use crate::analysis::{normalize, Analysis};
 use crate::catalog::Product;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
 use crate::intent::IntentModel;
-use crate::retrieve::{self, Filters, QueryWords};
 use crate::schema::{CatalogSchema, Fields};
+use crate::util::{sync_dir, try_lock, write_atomic, write_file};
 
 /// Facts about a generation, written at build time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,32 +130,6 @@ pub fn build_live(
     let meta = built.meta.clone();
     publish(data_dir, built)?;
     Ok(meta)
-}
-
-/// Gates a new generation must pass before it goes live.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Gates {
-    /// Largest relative change of the product count against the live generation
-    /// (0.2 = ±20%); negative turns the check off.
-    #[serde(default = "default_max_change")]
-    pub max_change: f64,
-    /// Queries that must return results; empty uses a few of the new catalog's titles.
-    #[serde(default)]
-    pub canaries: Vec<String>,
-}
-
-fn default_max_change() -> f64 {
-    0.2
-}
-
-impl Default for Gates {
-    fn default() -> Self {
-        Gates {
-            max_change: default_max_change(),
-            canaries: Vec::new(),
-        }
-    }
 }
 
 /// A generation written to disk but not live yet; holds the data directory's build lock.
@@ -373,81 +345,6 @@ pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) ->
     Ok(Built { meta, _lock: lock })
 }
 
-/// What the gates found.
-#[derive(Debug, Clone, Serialize)]
-pub struct GateReport {
-    /// Products in the new generation.
-    pub products: usize,
-    /// Live products before.
-    pub previous: Option<usize>,
-    /// Canary query -> number of results.
-    pub canaries: Vec<(String, usize)>,
-}
-
-/// Checks a built generation against the live product count and canary queries.
-pub fn check_gates(
-    candidate: &Generation,
-    previous: Option<usize>,
-    gates: &Gates,
-) -> Result<GateReport> {
-    let products = candidate.live_count();
-    if products == 0 {
-        return Err(Error::GateFailed(
-            "the new generation has no products".into(),
-        ));
-    }
-    if let Some(prev) = previous.filter(|&p| p > 0 && gates.max_change >= 0.0) {
-        let change = (products as f64 - prev as f64).abs() / prev as f64;
-        if change > gates.max_change {
-            return Err(Error::GateFailed(format!(
-                "{products} products against {prev} live: a {:.0}% change exceeds the allowed {:.0}% (raise the tolerance or skip the gates to publish anyway)",
-                change * 100.0,
-                gates.max_change * 100.0
-            )));
-        }
-    }
-    let canaries: Vec<String> = if gates.canaries.is_empty() {
-        let step = (products / 5).max(1);
-        candidate
-            .products
-            .iter()
-            .step_by(step)
-            .take(5)
-            .map(|p| p.title.chars().take(20).collect())
-            .collect()
-    } else {
-        gates.canaries.clone()
-    };
-    let mut found = Vec::new();
-    for q in canaries {
-        let words = QueryWords {
-            words: candidate.analysis.query_words(&q),
-            synonyms: Vec::new(),
-        };
-        let n = retrieve::candidates(
-            candidate,
-            &words,
-            None,
-            &Filters::default(),
-            &Default::default(),
-            10,
-            0,
-        )?
-        .len();
-        if n == 0 {
-            return Err(Error::GateFailed(format!(
-                "canary query `{q}` returns no results"
-            )));
-        }
-        found.push((q, n));
-    }
-    Ok(GateReport {
-        products,
-        previous,
-        canaries: found,
-    })
-}
-
 /// Makes generation `name` live (the live one becomes `PREVIOUS`) and removes older ones.
 pub fn publish(data_dir: &Path, built: Built) -> Result<()> {
     let name = &built.meta.name;
@@ -495,17 +392,6 @@ pub fn generation_dir(data_dir: &Path, name: &str) -> PathBuf {
 pub fn build_lock(data_dir: &Path) -> Result<Option<std::fs::File>> {
     std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
     try_lock(&data_dir.join(".build.lock"))
-}
-
-/// An exclusive OS lock on `path` (created if missing); `None` when another process
-/// holds it. The lock lasts as long as the returned file and ends with the process.
-pub(crate) fn try_lock(path: &Path) -> Result<Option<std::fs::File>> {
-    let lock = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    match lock.try_lock() {
-        Ok(()) => Ok(Some(lock)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(path, e)),
-    }
 }
 
 /// Removes what a crashed build left behind: `*.building` folders, and finished
@@ -687,31 +573,4 @@ fn cleanup(data_dir: &Path, live: &str, previous: Option<&str>) {
             }
         }
     }
-}
-
-/// Replaces `path` with `bytes` all at once: written and synced beside it, renamed over
-/// it, the folder synced. Readers see the old or the new file, never a part.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    write_file(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    match path.parent() {
-        Some(dir) => sync_dir(dir),
-        None => Ok(()),
-    }
-}
-
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| Error::io(path, e))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(dir, e))
 }

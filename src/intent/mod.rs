@@ -31,7 +31,7 @@ use crate::analysis::normalize;
 use crate::catalog::Product;
 use crate::encoder::dot;
 use crate::error::Result;
-use crate::index::Vectors;
+use crate::vectors::Vectors;
 
 /// A detected category with a confidence.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::FEATURES;
 use crate::behavior::Personalization;
 use crate::error::{Error, Result};
-use crate::index::write_atomic;
 use crate::schema::TEXT_FIELDS;
+use crate::util::write_atomic;
 
 /// How many candidates each retrieval side contributes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

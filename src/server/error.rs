@@ -1,4 +1,4 @@
-//! Error -> HTTP: one exhaustive mapping from [`Error`] to a status, and a JSON body
+//! Error -> HTTP: the status from the error table ([`Error::status`]), and a JSON body
 //! `{"code", "message"}` for every failure, including malformed requests.
 
 use actix_web::http::{header, StatusCode};
@@ -18,40 +18,12 @@ pub struct ErrorBody<'a> {
 
 impl ResponseError for Error {
     fn status_code(&self) -> StatusCode {
-        match self {
-            Error::InvalidQuery(_)
-            | Error::InvalidParam { .. }
-            | Error::UnknownProfile { .. }
-            | Error::InvalidEvent { .. }
-            | Error::InvalidProduct { .. }
-            | Error::InvalidExperiment(_) => StatusCode::BAD_REQUEST,
-            Error::ProductNotFound(_)
-            | Error::UserNotFound(_)
-            | Error::JobNotFound(_)
-            | Error::ExperimentNotFound(_) => StatusCode::NOT_FOUND,
-            Error::JobRunning(_) => StatusCode::CONFLICT,
-            Error::ReadOnly(_) | Error::NoEvalSet => StatusCode::SERVICE_UNAVAILABLE,
-            Error::GateFailed(_) | Error::Cancelled => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::NoEventStore => StatusCode::SERVICE_UNAVAILABLE,
-            Error::InvalidProfile { .. }
-            | Error::BadCatalog { .. }
-            | Error::BadCatalogFile { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Error::Overloaded => StatusCode::TOO_MANY_REQUESTS,
-            Error::NoIndex(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Config(_)
-            | Error::CudaNotCompiled
-            | Error::Model { .. }
-            | Error::Store(_)
-            | Error::Io { .. }
-            | Error::Index(_)
-            | Error::Inference(_)
-            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        if self.kind() == crate::error::Kind::Internal {
             tracing::error!(code = self.code(), error = %self, "request failed");
         }
         let mut res = HttpResponse::build(status);

@@ -26,7 +26,7 @@ async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Resul
     .await?;
     let engine = state.engine.clone();
     let (stored, expired) = run_blocking(&state, move || {
-        let events = behavior::parse_batch(&body, behavior::now())?;
+        let events = behavior::parse_batch(&body, crate::util::now())?;
         engine.record_events(events)
     })
     .await?;

@@ -10,6 +10,7 @@ mod profiles;
 mod search;
 mod status;
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,15 +30,27 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     in_flight: AtomicUsize,
     max_in_flight: usize,
+    /// Judged queries and their qrels for `GET /profiles/{name}/eval`.
+    eval_set: Option<(PathBuf, PathBuf)>,
 }
 
 impl AppState {
     /// State for an engine with an in-flight limit.
     pub fn new(engine: Arc<Engine>, max_in_flight: usize) -> web::Data<AppState> {
+        Self::with_eval_set(engine, max_in_flight, None)
+    }
+
+    /// State that also answers the console's eval route from `eval_set` (queries, qrels).
+    pub fn with_eval_set(
+        engine: Arc<Engine>,
+        max_in_flight: usize,
+        eval_set: Option<(PathBuf, PathBuf)>,
+    ) -> web::Data<AppState> {
         web::Data::new(AppState {
             engine,
             in_flight: AtomicUsize::new(0),
             max_in_flight,
+            eval_set,
         })
     }
 }
@@ -131,8 +144,9 @@ pub async fn serve(
     addr: &str,
     workers: usize,
     max_in_flight: usize,
+    eval_set: Option<(PathBuf, PathBuf)>,
 ) -> std::io::Result<()> {
-    let state = AppState::new(engine, max_in_flight);
+    let state = AppState::with_eval_set(engine, max_in_flight, eval_set);
     tracing::info!(%addr, "listening");
     HttpServer::new(move || app(state.clone()))
         .workers(workers)

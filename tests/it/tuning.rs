@@ -4,15 +4,15 @@
 //! Judged queries: every leaf category name of the demo catalog, with the products of that
 //! category judged relevant.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 
-use shoprank::eval::{self, Metric, Qrels};
-use shoprank::eval_personal::Rng;
-use shoprank::judgments::{self, JudgeOptions};
+use shoprank::offline::eval::{self, Metric, Qrels};
+use shoprank::offline::judgments::{self, JudgeOptions};
+use shoprank::offline::tune::{self, TuneOptions};
 use shoprank::rank::Profile;
-use shoprank::tune::{self, TuneOptions};
+use shoprank::util::Rng;
 use shoprank::{Engine, SearchRequest};
 
 fn category_queries() -> (Vec<(String, String)>, Qrels) {

@@ -470,8 +470,8 @@ mod tests {
 
     #[test]
     fn int8_rows_keep_dot_products_of_unit_vectors_within_a_percent() {
-        let mut rng = crate::eval_personal::Rng(3);
-        let unit = |rng: &mut crate::eval_personal::Rng| {
+        let mut rng = crate::util::Rng(3);
+        let unit = |rng: &mut crate::util::Rng| {
             let v: Vec<f32> = (0..512).map(|_| rng.unit() as f32 - 0.5).collect();
             let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
             v.into_iter().map(|x| x / n).collect::<Vec<f32>>()
@@ -529,7 +529,7 @@ mod tests {
 
     #[test]
     fn the_sign_bit_prefilter_finds_the_exact_neighbours_of_clustered_rows() {
-        let mut rng = crate::eval_personal::Rng(11);
+        let mut rng = crate::util::Rng(11);
         let mut gauss = |scale: f32| {
             (0..96)
                 .map(|_| (rng.unit() as f32 - 0.5) * scale)

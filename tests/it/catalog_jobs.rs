@@ -2,7 +2,7 @@
 //! commit), background rebuilds with gates, live swap under load, writes taken during a
 //! rebuild, cancellation, rollback and the embedding cache.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -2,7 +2,7 @@
 //! records never replaces the live index unless told to skip them, and every format adapter
 //! maps its columns to product fields.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -226,6 +226,21 @@ pub fn run(
     })
 }
 
+/// Profile `name`'s numbers on a judged query set (`qid<TAB>query` file and TREC qrels):
+/// `{"profile", "mrr@10", "ndcg@10", "recall@10", "map", ..., "queries"}`. The console's
+/// eval route (`GET /profiles/{name}/eval`) answers with it.
+pub fn profile_numbers(
+    engine: &Engine,
+    name: &str,
+    queries: &Path,
+    qrels: &Path,
+) -> Result<serde_json::Value> {
+    let queries = read_queries(queries)?;
+    let qrels = read_qrels(qrels)?;
+    let run = run(engine, &[name.to_string()], &queries, &qrels, 10)?;
+    Ok(report::json(&run, false)["profiles"][0].clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

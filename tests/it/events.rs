@@ -2,7 +2,7 @@
 //! profile, erasure, and what a profile does to `GET /search`. The engine runs on the demo
 //! catalog without a model, with a redb event store in the data dir's temp folder.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use actix_web::test;
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use shoprank::behavior::{self, Personalization, MAX_BATCH};
+use shoprank::behavior::{Personalization, MAX_BATCH};
 use shoprank::server::{app, AppState};
 use shoprank::Engine;
 
@@ -169,7 +169,7 @@ fn assert_not_personalized(body: &Value, base: &Value, who: &str) {
 
 /// A recent time: an hour ago, well inside the retention window.
 fn recent() -> i64 {
-    behavior::now() - 3600
+    shoprank::util::now() - 3600
 }
 
 /// One product event as a JSON object.
@@ -288,7 +288,7 @@ async fn unknown_users_and_users_without_events_rank_like_no_user() {
     // Someone has a history, so the store and the profiles are not empty.
     record_lancome_fan(&ctx, "fan").await;
     // Events older than the retention window are acknowledged but not kept.
-    let old = behavior::now() - (common::RETENTION_DAYS as i64 + 30) * 86_400;
+    let old = shoprank::util::now() - (common::RETENTION_DAYS as i64 + 30) * 86_400;
     let body = ctx
         .post_events(event("too-old", "purchase", LANCOME_CREAM, old).to_string())
         .await

@@ -384,7 +384,7 @@ pub fn write(j: &Judgments, dir: &Path) -> Result<(PathBuf, PathBuf)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval_personal::Rng;
+    use crate::util::Rng;
 
     /// Fraction of product pairs (with different true relevance) that `score` orders like
     /// the truth.

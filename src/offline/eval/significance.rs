@@ -9,7 +9,7 @@
 
 use serde::Serialize;
 
-use crate::eval_personal::Rng;
+use crate::util::Rng;
 
 /// Sign flips per test.
 pub const PERMUTATIONS: usize = 10_000;

@@ -1,7 +1,7 @@
 //! `/analyze`, `/suggest` and query intents in `/search`, through actix's test service on
 //! the demo catalog (no model).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 
@@ -263,7 +263,7 @@ async fn clicks_after_a_query_shift_its_category() {
         .filter(|p| p.category == "数码/电脑/笔记本电脑")
         .map(|p| p.id)
         .collect();
-    let now = shoprank::behavior::now();
+    let now = shoprank::util::now();
     let mut events = Vec::new();
     for (i, id) in laptops.iter().cycle().take(12).enumerate() {
         let user = format!("u{i}");

@@ -13,7 +13,7 @@
 //! Reads `../shared/data/taobao_cosmetics/snapshots.csv`; without it the test says so and
 //! passes.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -21,9 +21,9 @@ use std::time::Instant;
 
 use shoprank::catalog::{self, Format, Product};
 use shoprank::engine::{Engine, SearchRequest, MAX_PAGE_SIZE};
-use shoprank::eval_personal::Rng;
 use shoprank::index::{Outcome, ProductWrite};
 use shoprank::settings::Settings;
+use shoprank::util::Rng;
 
 fn snapshots() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv")

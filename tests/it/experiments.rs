@@ -2,7 +2,7 @@
 //! clicks/carts/purchases attributed to the search that showed the product, per-arm rates
 //! with 95% intervals, team-draft interleaving, and numbers that survive a restart.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +11,7 @@ use actix_web::http::StatusCode;
 use actix_web::test as atest;
 use serde_json::{json, Value};
 
-use shoprank::behavior::{self, Event, EventType};
+use shoprank::behavior::{Event, EventType};
 use shoprank::engine::{Engine, SearchRequest};
 use shoprank::server::AppState;
 
@@ -57,7 +57,7 @@ fn users_split_stably_and_outcomes_are_attributed_per_arm() {
         let user = format!("u{i}");
         let res = search(&engine, &user);
         // Outcomes follow the search (a slow machine must not date them before it).
-        let now = behavior::now();
+        let now = shoprank::util::now();
         let tag = res
             .experiment
             .clone()
@@ -208,7 +208,7 @@ fn interleaving_credits_clicks_to_the_team_that_placed_the_product() {
     for i in 0..60 {
         let user = format!("t{i}");
         let res = search(&engine, &user);
-        let now = behavior::now();
+        let now = shoprank::util::now();
         let tag = res.experiment.clone().unwrap();
         assert_eq!(tag.arm, "interleaved");
         let ids: Vec<&str> = res.hits.iter().map(|h| h.id.as_str()).collect();

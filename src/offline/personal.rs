@@ -23,14 +23,15 @@ use std::path::Path;
 use serde::Serialize;
 
 use crate::analysis::normalize;
-use crate::behavior::{now, Event, EventType, RedbStore};
+use crate::behavior::{Event, EventType, RedbStore};
 use crate::catalog::{read_shared, Format, Product};
 use crate::encoder::Encoder;
 use crate::engine::{Engine, SearchRequest};
 use crate::error::{Error, Result};
-use crate::eval::score_list;
 use crate::index::{build_live, BuildOptions};
+use crate::offline::eval::score_list;
 use crate::schema::CatalogSchema;
+use crate::util::{now, Rng};
 
 /// Category words shoppers type.
 pub const QUERY_WORDS: &[&str] = &[
@@ -108,28 +109,6 @@ pub struct Report {
     pub products: usize,
     /// Profile used.
     pub profile: String,
-}
-
-/// splitmix64: a small seeded generator, so runs are reproducible without a dependency.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next 64 random bits.
-    pub fn bits(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.bits() % n.max(1) as u64) as usize
-    }
-    /// A number in `0..1`.
-    pub fn unit(&mut self) -> f64 {
-        (self.bits() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// One simulated shopper.

@@ -1,6 +1,6 @@
 //! The HTTP API through actix's test service, on the demo catalog indexed without a model.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;

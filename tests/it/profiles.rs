@@ -2,7 +2,7 @@
 //! of hand edits, per-request weight overrides, side-by-side comparison, and profile
 //! updates under load (no failed request, no half-applied profile).
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

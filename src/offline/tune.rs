@@ -21,11 +21,11 @@ use serde::Serialize;
 
 use crate::engine::{Engine, SearchRequest, MAX_PAGE_SIZE};
 use crate::error::{Error, Result};
-use crate::eval::metrics::DEPTH;
-use crate::eval::significance::{PERMUTATIONS, SEED};
-use crate::eval::{randomization_test, scorable, Metric, Qrels, QueryScores};
-use crate::eval_personal::Rng;
+use crate::offline::eval::metrics::DEPTH;
+use crate::offline::eval::significance::{PERMUTATIONS, SEED};
+use crate::offline::eval::{randomization_test, scorable, Metric, Qrels, QueryScores};
 use crate::rank::{Profile, FEATURES};
+use crate::util::Rng;
 
 /// One cached candidate of one query.
 #[derive(Debug, Clone)]

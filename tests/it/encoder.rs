@@ -1,7 +1,7 @@
 //! The encoder through its real loader: a tiny random-weight BERT folder written by the
 //! test (always runs), and the real m3e-small model when `models/fetch.sh` has fetched it.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

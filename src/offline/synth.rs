@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::catalog::{read_shared, Format, Product};
 use crate::error::{Error, Result};
-use crate::eval_personal::Rng;
+use crate::util::Rng;
 
 const EXTRAS: &[&str] = &[
     "新款",

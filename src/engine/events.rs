@@ -1,0 +1,110 @@
+//! Behavior on the engine: events stored durably, then folded into the shoppers'
+//! profiles (with query vectors from the encoder and product vectors from the index);
+//! a shopper's profile and erasure. The profiles themselves live in `behavior`.
+
+use super::*;
+
+impl Engine {
+    /// Opens behavior tracking on `store`: drops events older than the retention and
+    /// rebuilds every user profile from the rest. Returns the number of events replayed.
+    pub fn attach_events(
+        &mut self,
+        store: Box<dyn EventStore>,
+        retention_days: u64,
+    ) -> Result<usize> {
+        let config = self.profiles().get("default")?.personalization.clone();
+        let retention_secs = (retention_days > 0).then_some(retention_days as i64 * 86_400);
+        if let Some(r) = retention_secs {
+            let dropped = store.expire(crate::util::now() - r)?;
+            if dropped > 0 {
+                tracing::info!(
+                    dropped,
+                    retention_days,
+                    "dropped events past the retention window"
+                );
+            }
+        }
+        let mut events = Vec::new();
+        store.scan(&mut |e| events.push(e))?;
+        let behavior = Tracker {
+            store,
+            users: RwLock::new(HashMap::new()),
+            writer: Mutex::new(()),
+            query_clicks: RwLock::new(HashMap::new()),
+            last_search: Mutex::new(HashMap::new()),
+            config,
+            retention_secs,
+        };
+        let vectors = self.event_vectors(&events);
+        behavior.apply(&self.generation(), &events, &vectors);
+        let users = behavior.users.read().map_or(0, |u| u.len());
+        tracing::info!(events = events.len(), users, "user profiles rebuilt");
+        self.behavior = Some(behavior);
+        Ok(events.len())
+    }
+
+    /// Stores events durably, then updates their users' profiles. Returns (stored, dropped
+    /// as older than the retention window).
+    pub fn record_events(&self, events: Vec<Event>) -> Result<(usize, usize)> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let now = crate::util::now();
+        for (i, e) in events.iter().enumerate() {
+            e.validate(now).map_err(|reason| Error::InvalidEvent {
+                index: Some(i),
+                reason,
+            })?;
+        }
+        let total = events.len();
+        let events: Vec<Event> = match b.retention_secs {
+            Some(r) => events
+                .into_iter()
+                .filter(|e| e.ts >= crate::util::now() - r)
+                .collect(),
+            None => events,
+        };
+        let vectors = self.event_vectors(&events);
+        let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
+        b.store.append(&events)?;
+        for e in events.iter().filter(|e| e.kind == EventType::Search) {
+            self.suggester.record(e.query.as_deref().unwrap_or(""));
+        }
+        b.apply(&self.generation(), &events, &vectors);
+        if let Err(e) = self.experiments.observe(&events) {
+            tracing::error!(error = %e, "could not log experiment outcomes");
+        }
+        Ok((events.len(), total - events.len()))
+    }
+
+    /// What is held about a user.
+    pub fn user_profile(&self, user: &str) -> Result<serde_json::Value> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let users = b.users.read().unwrap_or_else(|e| e.into_inner());
+        users
+            .get(user)
+            .map(UserProfile::summary)
+            .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))
+    }
+
+    /// Erases everything about a user, durably. Returns the number of events removed.
+    pub fn delete_user(&self, user: &str) -> Result<usize> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let removed = b.store.delete_user(user)?;
+        b.users
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(user);
+        Ok(removed)
+    }
+
+    /// Query vectors of search events (computed before taking any lock: encoding is slow).
+    fn event_vectors(&self, events: &[Event]) -> Vec<Option<Vec<f32>>> {
+        events
+            .iter()
+            .map(|e| match (&self.encoder, e.kind, &e.query) {
+                (Some(enc), EventType::Search, Some(q)) => enc.encode_query(q).ok(),
+                _ => None,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,233 @@
+//! Engine: the one place that wires the pipeline stages together.
+//!
+//! search request -> analysis (normalize, jieba) -> encode query -> retrieve (BM25 + vector
+//! candidates, filters) -> rank (features × profile) -> page, facets, explain.
+//! HTTP handlers and the CLI only convert their inputs into a [`SearchRequest`] and call
+//! [`Engine::search`].
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::analysis::{Analysis, MAX_QUERY_CHARS};
+use crate::behavior::{Event, EventStore, EventType, UserProfile};
+use crate::catalog::Product;
+use crate::encoder::{device, Encoder, EncoderConfig};
+use crate::error::{Error, Result};
+use crate::experiments::{self, Experiments};
+use crate::index::{self, Generation, LiveWriter, Outcome, ProductWrite};
+use crate::intent::{IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
+use crate::jobs::{JobStatus, Jobs, ReindexSpec};
+use crate::metrics::Metrics;
+use crate::rank::{self, profile, Explain, Profile, Profiles};
+use crate::retrieve::QueryWords;
+use crate::retrieve::{self, Facets, Filters};
+use crate::settings::Settings;
+use crate::suggest::{Suggester, Suggestion};
+
+mod events;
+mod request;
+mod search;
+mod text;
+mod tuning;
+mod writes;
+
+pub use request::{
+    AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
+    MAX_PAGE_SIZE,
+};
+pub use text::{suggest_log_path, TextSources};
+
+use crate::behavior::Tracker;
+use request::validate;
+use text::{load_suggester, IntentRef, TextResources};
+
+/// The search engine over one data directory.
+pub struct Engine {
+    data_dir: PathBuf,
+    text: RwLock<TextResources>,
+    sources: Option<TextSources>,
+    suggester: Suggester,
+    behavior: Option<Tracker>,
+    generation: RwLock<Arc<Generation>>,
+    encoder: Option<Arc<Encoder>>,
+    semantic_note: Option<String>,
+    profiles: RwLock<Arc<Profiles>>,
+    /// Running A/B experiments.
+    experiments: Experiments,
+    /// Serializes profile edits (save + reload).
+    profile_edit: Mutex<()>,
+    /// Modification stamp of the profile folder at the last load.
+    profiles_stamp: Mutex<u128>,
+    /// The writer of the live generation, when this process takes writes.
+    live: Mutex<Option<Writes>>,
+    jobs: Jobs,
+    /// Process metrics.
+    pub metrics: Metrics,
+}
+
+/// Write state of an engine that owns its data directory.
+struct Writes {
+    writer: LiveWriter,
+    commit_interval: Duration,
+    /// Where rebuilds read the schema, dictionary, aliases and gates from.
+    settings: Settings,
+    /// Held while this process owns the data directory's writes.
+    _lock: std::fs::File,
+}
+
+/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
+pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+    let mut config = EncoderConfig::from_manifest(&settings.manifest).map_err(|e| e.to_string())?;
+    if let Some(dir) = &settings.model_dir {
+        config.dir = dir.clone();
+    }
+    let device = device::select(settings.device).map_err(|e| e.to_string())?;
+    Encoder::load(config, device).map_err(|e| e.to_string())
+}
+
+impl Engine {
+    /// Opens the live generation of `data_dir`; with `encoder`, semantic ranking is on when
+    /// the generation's vectors come from the same model.
+    pub fn open(
+        data_dir: &Path,
+        encoder: Option<Encoder>,
+        encoder_note: Option<String>,
+    ) -> Result<Engine> {
+        let generation = index::open(data_dir, encoder.as_ref())?;
+        let profiles = Profiles::load(&data_dir.join("profiles"))?;
+        let experiments =
+            Experiments::open(&data_dir.join("experiments"), |p| profiles.get(p).is_ok())?;
+        let (encoder, semantic_note) = match (encoder, &generation.meta.model_id) {
+            (None, _) => (None, Some(encoder_note.unwrap_or_else(|| "no encoder loaded".into()))),
+            (Some(_), None) => (
+                None,
+                Some("the index has no product vectors (it was built without a model): reindex to enable semantic ranking".into()),
+            ),
+            (Some(e), Some(id)) if e.id() != id => (
+                None,
+                Some(format!("the index's vectors come from model `{id}`, the loaded model is `{}`: reindex", e.id())),
+            ),
+            (Some(e), Some(_)) => (Some(Arc::new(e)), None),
+        };
+        match &semantic_note {
+            Some(note) => {
+                tracing::warn!(%note, "semantic ranking is OFF; ranking uses BM25 and catalog features only")
+            }
+            None => tracing::info!("semantic ranking is on"),
+        }
+        let suggester = load_suggester(data_dir, &generation)?;
+        Ok(Engine {
+            suggester,
+            text: RwLock::new(TextResources::default()),
+            sources: None,
+            data_dir: data_dir.to_path_buf(),
+            behavior: None,
+            generation: RwLock::new(Arc::new(generation)),
+            encoder,
+            semantic_note,
+            profiles: RwLock::new(Arc::new(profiles)),
+            profile_edit: Mutex::new(()),
+            experiments,
+            profiles_stamp: Mutex::new(profiles_stamp(&data_dir.join("profiles"))),
+            live: Mutex::new(None),
+            jobs: Jobs::default(),
+            metrics: Metrics::default(),
+        })
+    }
+
+    /// The live generation.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generation
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// All profiles.
+    pub fn profiles(&self) -> Arc<Profiles> {
+        self.profiles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Health facts.
+    pub fn health(&self) -> Health {
+        let g = self.generation();
+        Health {
+            status: "ok",
+            generation: g.meta.name.clone(),
+            products: g.live_count(),
+            writable: self.live.lock().map(|l| l.is_some()).unwrap_or(false),
+            semantic: self.encoder.is_some(),
+            model: self.encoder.as_ref().map(|e| e.id().to_string()),
+            note: self.semantic_note.clone(),
+            profiles: self.profiles().names(),
+            query_cache: self.encoder.as_ref().map(|e| e.query_cache()),
+        }
+    }
+
+    /// A product by id.
+    pub fn product(&self, id: &str) -> Result<Product> {
+        let g = self.generation();
+        g.get(id)
+            .map(|p| (**p).clone())
+            .ok_or_else(|| Error::ProductNotFound(id.chars().take(256).collect()))
+    }
+
+    fn stage(&self, name: &str, since: Instant) -> f64 {
+        let d = since.elapsed();
+        self.metrics.observe_stage(name, d);
+        d.as_secs_f64() * 1000.0
+    }
+}
+
+/// Sum of the modification times and sizes of the profile files (changes on any edit).
+fn profiles_stamp(dir: &Path) -> u128 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("toml"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| {
+            let t = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos());
+            t.wrapping_mul(31).wrapping_add(m.len() as u128)
+        })
+        .fold(0u128, |a, x| a.wrapping_add(x))
+}
+
+fn read_only() -> Error {
+    Error::ReadOnly("this process opened the index for searching only".into())
+}
+
+/// Most products in one write request.
+pub const MAX_WRITE_BATCH: usize = 10_000;
+
+/// Why a product write cannot be stored, if it cannot (upserts were validated by the
+/// catalog validator already).
+fn check_write(w: &ProductWrite) -> std::result::Result<(), String> {
+    let id = match w {
+        ProductWrite::Upsert(p) => &p.id,
+        ProductWrite::Patch(id, patch) => {
+            if patch.price.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                return Err("field `price`: must be a number >= 0".into());
+            }
+            id
+        }
+        ProductWrite::Delete(id, _) => id,
+    };
+    if id.trim().is_empty() || id.len() > 256 {
+        return Err("field `id`: must be 1 to 256 bytes".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,119 @@
+//! Reloadable query-time text: the synonym file, the user dictionary (query side) and
+//! the brand aliases, swapped without a restart; the suggestion index's sources.
+
+use super::*;
+
+impl Engine {
+    /// Where the dictionary, synonyms and aliases come from, for [`Engine::reload_text`];
+    /// loads the synonyms now.
+    pub fn set_text_sources(&mut self, sources: TextSources) -> Result<()> {
+        let synonyms = match &sources.synonyms {
+            Some(p) if p.is_file() => Synonyms::load(p)?,
+            _ => Synonyms::default(),
+        };
+        self.text
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .synonyms = synonyms;
+        self.sources = Some(sources);
+        Ok(())
+    }
+
+    /// Re-reads the synonyms, the user dictionary (query side) and the brand aliases without
+    /// a restart. All or nothing: on any error the old ones stay live.
+    pub fn reload_text(&self) -> Result<serde_json::Value> {
+        let sources = self
+            .sources
+            .as_ref()
+            .ok_or_else(|| Error::Config("no text sources configured for this engine".into()))?;
+        let gen = self.generation();
+        let synonyms = match &sources.synonyms {
+            Some(p) if p.is_file() => Synonyms::load(p)?,
+            _ => Synonyms::default(),
+        };
+        let brands: Vec<&str> = gen
+            .products
+            .iter()
+            .map(|p| p.brand.as_str())
+            .filter(|b| !b.is_empty())
+            .collect();
+        let user_dict = sources.user_dict.as_deref().filter(|p| p.is_file());
+        let analysis = Analysis::load(user_dict, brands.iter().copied())?;
+        let aliases = sources.brand_aliases.as_deref().filter(|p| p.is_file());
+        let intents = IntentModel::new(&gen.products, gen.vectors.as_ref(), aliases)?;
+        let count = synonyms.len();
+        *self.text.write().unwrap_or_else(|e| e.into_inner()) = TextResources {
+            synonyms,
+            analysis: Some(analysis),
+            intents: Some(Arc::new(intents)),
+        };
+        tracing::info!(
+            synonyms = count,
+            "reloaded synonyms, user dictionary and brand aliases"
+        );
+        Ok(
+            serde_json::json!({"synonym_phrases": count, "user_dict": user_dict, "brand_aliases": aliases}),
+        )
+    }
+}
+
+/// Where `shoprank suggest --load` keeps the query log.
+pub fn suggest_log_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("suggest").join("queries.txt")
+}
+
+/// The suggestion index: the loaded query log, plus the catalog's brands and category
+/// names (each weighted by its product count).
+pub(super) fn load_suggester(data_dir: &Path, gen: &Generation) -> Result<Suggester> {
+    let log = suggest_log_path(data_dir);
+    let mut texts = if log.is_file() {
+        Suggester::read_log(&log)?
+    } else {
+        Vec::new()
+    };
+    for p in &gen.products {
+        if !p.brand.is_empty() {
+            texts.extend(p.brand.split('/').map(|b| (b.to_string(), 1.0)));
+        }
+        if let Some(leaf) = p.category.rsplit('/').next().filter(|l| !l.is_empty()) {
+            texts.push((leaf.to_string(), 1.0));
+        }
+    }
+    Ok(Suggester::new(texts))
+}
+
+/// Files behind the query-time text resources.
+#[derive(Debug, Clone, Default)]
+pub struct TextSources {
+    /// jieba user dictionary.
+    pub user_dict: Option<PathBuf>,
+    /// Synonym file.
+    pub synonyms: Option<PathBuf>,
+    /// Brand alias file.
+    pub brand_aliases: Option<PathBuf>,
+}
+
+/// Query-time resources; `None` parts fall back to the generation's own.
+#[derive(Default)]
+pub(super) struct TextResources {
+    pub(super) synonyms: Synonyms,
+    pub(super) analysis: Option<Analysis>,
+    pub(super) intents: Option<Arc<IntentModel>>,
+}
+
+/// The intent model in use: the generation's, or one reloaded since.
+pub(super) enum IntentRef<'a> {
+    Generation(&'a IntentModel),
+    Reloaded(Arc<IntentModel>),
+}
+
+impl std::ops::Deref for IntentRef<'_> {
+    type Target = IntentModel;
+
+    fn deref(&self) -> &IntentModel {
+        match self {
+            IntentRef::Generation(m) => m,
+            IntentRef::Reloaded(m) => m,
+        }
+    }
+}
