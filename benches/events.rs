@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use common::{percentile, pool_engine, queries};
 use criterion::{BatchSize, Criterion, Throughput};
-use shoprank::behavior::{self, Event, EventType, RedbStore};
+use shoprank::behavior::{Event, EventType, RedbStore};
 use shoprank::engine::{Engine, SearchRequest};
 use shoprank::util::Rng;
 
