@@ -204,6 +204,13 @@ mod properties {
         }
 
         #[test]
+        /// `intent::understand` relies on this: a normalized text is its own key.
+        #[test]
+        fn normalizing_twice_changes_nothing(raw in "[a-zA-Z0-9０-９ａ-ｚＡ-Ｚ手機殼筆記本後臺GBgbmlML毫升寸 .,，。]{0,80}") {
+            let once = normalize(&raw);
+            prop_assert_eq!(normalize(&once), once);
+        }
+
         fn long_mixed_input_does_not_panic(raw in "[a-zA-Z0-9０-９ａ-ｚ手機殼GB毫升 ]{5000,10000}") {
             let n = normalize(&raw);
             prop_assert!(n.len() <= raw.len() * 2);

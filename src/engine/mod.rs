@@ -19,7 +19,7 @@ use crate::encoder::{device, Encoder, EncoderConfig};
 use crate::error::{Error, Result};
 use crate::experiments::{self, Experiments};
 use crate::index::{self, Generation, LiveWriter, Outcome, ProductWrite};
-use crate::intent::{IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
+use crate::intent::{self, IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
 use crate::jobs::{JobStatus, Jobs, ReindexSpec};
 use crate::metrics::Metrics;
 use crate::rank::{self, profile, Explain, Profile, Profiles};
@@ -43,7 +43,7 @@ pub use text::{suggest_log_path, TextSources};
 
 use crate::behavior::Tracker;
 use request::validate;
-use text::{load_suggester, IntentRef, TextResources};
+use text::{load_suggester, TextResources};
 
 /// The search engine over one data directory.
 pub struct Engine {
@@ -179,8 +179,14 @@ impl Engine {
             .ok_or_else(|| Error::ProductNotFound(id.chars().take(256).collect()))
     }
 
+    /// Records a search stage that ran from `since` until now; its milliseconds.
     fn stage(&self, name: &str, since: Instant) -> f64 {
-        let d = since.elapsed();
+        self.stage_between(name, since, Instant::now())
+    }
+
+    /// Records a search stage that ran from `from` to `to`; its milliseconds.
+    fn stage_between(&self, name: &str, from: Instant, to: Instant) -> f64 {
+        let d = to.saturating_duration_since(from);
         self.metrics.observe_stage(name, d);
         d.as_secs_f64() * 1000.0
     }

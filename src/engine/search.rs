@@ -5,82 +5,47 @@
 use super::*;
 
 impl Engine {
-    /// Query understanding: normalized text, tokens and intents, as `/analyze` shows them.
+    /// Query understanding: normalized text, tokens and intents, as `/analyze` shows them
+    /// (the query vector, when there is an encoder, finds categories by centroid).
     pub fn analyze(&self, query: &str) -> Result<QueryAnalysis> {
         let req = SearchRequest::new(query);
         let query = validate(&req)?;
         let gen = self.generation();
-        let (intents, search_text) = self.first_pass(&gen, query);
-        let vector = match &self.encoder {
-            Some(e) => Some(e.encode_query(&search_text)?),
-            None => None,
+        let encode = |text: &str| match &self.encoder {
+            Some(e) => e.encode_query(text).map(Some),
+            None => Ok(None),
         };
-        let (words, intents) = self.understand(&gen, intents, &search_text, vector.as_deref());
-        Ok(QueryAnalysis {
-            normalized: crate::analysis::normalize(query),
-            tokens: words.words,
-            synonyms: words.synonyms,
-            search_text,
-            intents,
-        })
+        Ok(self.understand(&gen, query, encode)?.0)
     }
 
-    /// Intents before the query is encoded, and the text that is searched: the query
-    /// without its price expression (unless nothing else is left).
-    fn first_pass(&self, gen: &Generation, query: &str) -> (Intents, String) {
-        let (intents, cut) = self.intent_model(gen).analyze(query, None);
-        (
-            intents,
-            if cut.is_empty() {
-                query.to_string()
-            } else {
-                cut
-            },
-        )
-    }
-
-    /// BM25 words (with synonym expansions) and intents, categories blended with what
-    /// shoppers clicked after this query.
+    /// [`intent::understand`] with this engine's text resources and the categories
+    /// shoppers clicked after the same query.
     fn understand(
         &self,
         gen: &Generation,
-        mut intents: Intents,
-        search_text: &str,
-        vector: Option<&[f32]>,
-    ) -> (QueryWords, Intents) {
-        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
-        let analysis = text.analysis.as_ref().unwrap_or(&gen.analysis);
-        let words = analysis.query_words(search_text);
-        let mut synonyms = Vec::new();
-        for phrase in text
-            .synonyms
-            .expand(&crate::analysis::normalize(search_text))
-        {
-            for w in analysis.query_words(&phrase) {
-                if !words.contains(&w) && !synonyms.contains(&w) {
-                    synonyms.push(w);
-                }
-            }
-        }
-        // Without a category name in the query, the query vector finds the nearest centroids.
-        if intents.category.is_empty() && vector.is_some() {
-            let model = text.intents.as_deref().unwrap_or(&gen.intents);
-            intents.category = model.categories(&crate::analysis::normalize(search_text), vector);
-        }
-        if let Some(b) = &self.behavior {
-            let clicks = b.click_categories(&crate::analysis::normalize(search_text));
-            intents.category =
-                crate::intent::blend_categories(std::mem::take(&mut intents.category), &clicks);
-        }
-        (QueryWords { words, synonyms }, intents)
-    }
-
-    fn intent_model<'a>(&self, gen: &'a Generation) -> IntentRef<'a> {
-        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
-        match &text.intents {
-            Some(m) => IntentRef::Reloaded(m.clone()),
-            None => IntentRef::Generation(&gen.intents),
-        }
+        query: &str,
+        encode: impl FnOnce(&str) -> Result<Option<Vec<f32>>>,
+    ) -> Result<(QueryAnalysis, Option<Vec<f32>>)> {
+        // A snapshot of the resources, so a reload never waits for an encode.
+        let (model, analysis, synonyms) = {
+            let text = self.text.read().unwrap_or_else(|e| e.into_inner());
+            (
+                text.intents.clone().unwrap_or_else(|| gen.intents.clone()),
+                text.analysis
+                    .clone()
+                    .unwrap_or_else(|| gen.analysis.clone()),
+                text.synonyms.clone(),
+            )
+        };
+        let res = intent::Resources {
+            model: &model,
+            analysis: &analysis,
+            synonyms: &synonyms,
+        };
+        intent::understand(query, &res, encode, |key| match &self.behavior {
+            Some(b) => b.click_categories(key),
+            None => Vec::new(),
+        })
     }
 
     /// Completions of a typed prefix (characters, pinyin or initials).
@@ -113,28 +78,42 @@ impl Engine {
         let gen = self.generation();
         let mut timings = Timings::default();
 
+        // Understanding is one call; the encode inside it is timed on its own, and what
+        // follows the encode (words, synonyms, categories) counts with retrieval, as before.
         let t = Instant::now();
-        let span = tracing::debug_span!("analyze").entered();
-        let (intents, search_text) = self.first_pass(&gen, query);
-        drop(span);
-        timings.analyze = self.stage("analyze", t);
-
-        let t = Instant::now();
-        let span = tracing::debug_span!("encode").entered();
         let semantic_wanted = profile.weight("semantic") != 0.0 || profile.candidates.vector > 0;
-        let query_vector = match &self.encoder {
-            Some(e) if semantic_wanted => Some(e.encode_query(&search_text)?),
-            _ => None,
+        let encoded: std::cell::Cell<Option<(Instant, Instant)>> = Default::default();
+        let encode = |text: &str| {
+            let _span = tracing::debug_span!("encode").entered();
+            let started = Instant::now();
+            let v = match &self.encoder {
+                Some(e) if semantic_wanted => e.encode_query(text).map(Some),
+                _ => Ok(None),
+            };
+            encoded.set(Some((started, Instant::now())));
+            v
         };
-        drop(span);
-        timings.encode = self.stage("encode", t);
-
-        let t = Instant::now();
         let span = tracing::debug_span!("understand").entered();
-        let (words, intents) =
-            self.understand(&gen, intents, &search_text, query_vector.as_deref());
+        let (understood, query_vector) = self.understand(&gen, query, encode)?;
         drop(span);
+        let (enc_start, enc_end) = encoded.get().unwrap_or_else(|| {
+            let now = Instant::now();
+            (now, now)
+        });
+        timings.analyze = self.stage_between("analyze", t, enc_start);
+        timings.encode = self.stage_between("encode", enc_start, enc_end);
+        let t = enc_end;
         let span = tracing::debug_span!("retrieve").entered();
+        let QueryAnalysis {
+            tokens,
+            synonyms,
+            intents,
+            ..
+        } = understood;
+        let words = QueryWords {
+            words: tokens,
+            synonyms,
+        };
         let mut filters = req.filters.clone();
         // An explicit price bound in the query filters, unless the request sets prices itself.
         if let (Some(PriceIntent::Range { min, max }), None, None) =

@@ -14,7 +14,7 @@ impl Engine {
         self.text
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .synonyms = synonyms;
+            .synonyms = Arc::new(synonyms);
         self.sources = Some(sources);
         Ok(())
     }
@@ -43,8 +43,8 @@ impl Engine {
         let intents = IntentModel::new(&gen.products, gen.vectors.as_ref(), aliases)?;
         let count = synonyms.len();
         *self.text.write().unwrap_or_else(|e| e.into_inner()) = TextResources {
-            synonyms,
-            analysis: Some(analysis),
+            synonyms: Arc::new(synonyms),
+            analysis: Some(Arc::new(analysis)),
             intents: Some(Arc::new(intents)),
         };
         tracing::info!(
@@ -96,24 +96,7 @@ pub struct TextSources {
 /// Query-time resources; `None` parts fall back to the generation's own.
 #[derive(Default)]
 pub(super) struct TextResources {
-    pub(super) synonyms: Synonyms,
-    pub(super) analysis: Option<Analysis>,
+    pub(super) synonyms: Arc<Synonyms>,
+    pub(super) analysis: Option<Arc<Analysis>>,
     pub(super) intents: Option<Arc<IntentModel>>,
-}
-
-/// The intent model in use: the generation's, or one reloaded since.
-pub(super) enum IntentRef<'a> {
-    Generation(&'a IntentModel),
-    Reloaded(Arc<IntentModel>),
-}
-
-impl std::ops::Deref for IntentRef<'_> {
-    type Target = IntentModel;
-
-    fn deref(&self) -> &IntentModel {
-        match self {
-            IntentRef::Generation(m) => m,
-            IntentRef::Reloaded(m) => m,
-        }
-    }
 }

@@ -11,6 +11,10 @@
 //!
 //! The price expression is cut from the text that is searched (`500元以下蓝牙耳机` searches
 //! `蓝牙耳机`).
+//!
+//! [`understand`] is the one entry: a search understands its query once, into one
+//! [`QueryAnalysis`] (normalized text, search text, words, synonyms, intents) that every
+//! later stage reads and `/analyze` shows.
 
 pub mod brand;
 pub mod price;
@@ -27,7 +31,7 @@ pub use brand::{BrandIntent, BrandMatcher};
 pub use price::PriceIntent;
 pub use synonyms::Synonyms;
 
-use crate::analysis::normalize;
+use crate::analysis::{normalize, Analysis};
 use crate::catalog::Product;
 use crate::encoder::dot;
 use crate::error::Result;
@@ -56,7 +60,7 @@ pub struct Intents {
     pub attributes: Vec<String>,
 }
 
-/// The analysis shown by `/analyze`.
+/// A query understood: what retrieval and ranking read, and what `/analyze` shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct QueryAnalysis {
     /// Normalized query.
@@ -193,9 +197,10 @@ impl IntentModel {
         &self.brands
     }
 
-    /// Intents of a query (with its vector, when encoded) and the text left to search.
-    pub fn analyze(&self, query: &str, query_vector: Option<&[f32]>) -> (Intents, String) {
-        let normalized = normalize(query);
+    /// Intents of a normalized query (with its vector, when encoded) and the text left to
+    /// search once the price expression is cut (empty when nothing else is left).
+    pub fn analyze(&self, normalized: &str, query_vector: Option<&[f32]>) -> (Intents, String) {
+        let normalized = normalized.to_string();
         let price = price::parse(&normalized);
         let search_text = match price {
             Some((_, (a, b))) => format!("{} {}", &normalized[..a], &normalized[b..])
@@ -293,6 +298,67 @@ impl IntentModel {
             .filter(|c| c.confidence >= 0.05)
             .collect()
     }
+}
+
+/// What understanding reads: the intent model, the analyzers and the synonyms in use
+/// (a generation's own, or ones reloaded since).
+pub struct Resources<'a> {
+    /// Brands, categories and centroids.
+    pub model: &'a IntentModel,
+    /// The query-side analyzer.
+    pub analysis: &'a Analysis,
+    /// Query-time synonyms.
+    pub synonyms: &'a Synonyms,
+}
+
+/// Understands a trimmed, validated query once: normalizes it, finds its intents, cuts
+/// the price expression from the text to search, asks `encode` for the vector of that
+/// text (`None`: no semantic part), splits it into query words with synonym expansions,
+/// finds categories by name or, failing that, by the vector's nearest centroids, and
+/// blends them with the categories `clicks` reports for the query.
+pub fn understand(
+    query: &str,
+    res: &Resources,
+    encode: impl FnOnce(&str) -> Result<Option<Vec<f32>>>,
+    clicks: impl FnOnce(&str) -> Vec<(String, f32)>,
+) -> Result<(QueryAnalysis, Option<Vec<f32>>)> {
+    let span = tracing::debug_span!("analyze").entered();
+    let normalized = normalize(query);
+    let (mut intents, cut) = res.model.analyze(&normalized, None);
+    // The searched text: the query without its price expression; the query itself when
+    // nothing else is left. `key` is it normalized (normalizing is idempotent, so the
+    // cut, already normalized, is its own key).
+    let (search_text, key) = if cut.is_empty() {
+        (query.to_string(), normalized.clone())
+    } else {
+        (cut.clone(), cut)
+    };
+    drop(span);
+    let vector = encode(&search_text)?;
+    let tokens = res.analysis.query_words(&search_text);
+    let mut synonyms = Vec::new();
+    for phrase in res.synonyms.expand(&key) {
+        for w in res.analysis.query_words(&phrase) {
+            if !tokens.contains(&w) && !synonyms.contains(&w) {
+                synonyms.push(w);
+            }
+        }
+    }
+    // Without a category name in the query, the query vector finds the nearest centroids.
+    if intents.category.is_empty() && vector.is_some() {
+        intents.category = res.model.categories(&key, vector.as_deref());
+    }
+    intents.category = blend_categories(std::mem::take(&mut intents.category), &clicks(&key));
+    Ok((
+        QueryAnalysis {
+            normalized,
+            search_text,
+            tokens,
+            synonyms,
+            intents,
+        },
+        vector,
+    ))
 }
 
 /// The intent features of one product: (brand_match, category_match, attribute_match,

@@ -82,7 +82,7 @@ fn labelled_queries_meet_the_precision_floors() {
         n += 1;
         let label: Value = serde_json::from_str(line).unwrap();
         let q = label["q"].as_str().unwrap();
-        let (intents, _) = model.analyze(q, None);
+        let (intents, _) = model.analyze(&shoprank::analysis::normalize(q), None);
 
         let got: BTreeSet<String> = intents
             .brand
