@@ -11,6 +11,9 @@
 //! [`PREFILTER_ROWS`] rows, [`Vectors::nearest`] ranks every row by the Hamming distance
 //! of its bits to the query's (64 bytes per row instead of 512) and rescores only the
 //! closest [`RESCORE`] with the int8 codes. Below it the scan is exact.
+//!
+//! Size: ~620 lines, 150 of them tests; the int8 store, the sign-bit prefilter and the
+//! scan share one row layout, so they stay in one file.
 
 use std::io::Write;
 use std::path::Path;
