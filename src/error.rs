@@ -123,6 +123,24 @@ pub enum Error {
     /// No such job.
     #[error("job `{0}` not found")]
     JobNotFound(String),
+    /// The request carries no `Authorization: Bearer KEY` and the server has a master key.
+    #[error("this server needs a key: send `Authorization: Bearer KEY`")]
+    MissingKey,
+    /// The presented key is unknown or expired.
+    #[error("invalid key: {0}")]
+    Unauthorized(String),
+    /// The key may not do this (or the request's host or origin is not allowed).
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// No key with this id.
+    #[error("key `{0}` not found")]
+    KeyNotFound(String),
+    /// The request body did not arrive in time.
+    #[error("the request body did not arrive within {0} s")]
+    RequestTimeout(u64),
+    /// Rollback asked for, but there is no previous generation.
+    #[error("no previous generation to roll back to")]
+    NoPreviousGeneration,
     /// Too many searches are waiting; retry shortly.
     #[error("server busy: too many requests in flight, retry shortly")]
     Overloaded,
@@ -199,6 +217,12 @@ impl Error {
             Error::GateFailed(_) => ("gate_failed", User, 422),
             Error::Cancelled => ("cancelled", User, 422),
             Error::Overloaded => ("overloaded", User, 429),
+            Error::MissingKey => ("missing_key", User, 401),
+            Error::Unauthorized(_) => ("invalid_key", User, 401),
+            Error::Forbidden(_) => ("forbidden", User, 403),
+            Error::KeyNotFound(_) => ("key_not_found", User, 404),
+            Error::RequestTimeout(_) => ("request_timeout", User, 408),
+            Error::NoPreviousGeneration => ("no_previous_generation", User, 409),
             Error::ReadOnly(_) => ("read_only", Internal, 503),
             Error::NoEvalSet => ("no_eval_set", Internal, 503),
             Error::NoEventStore => ("no_event_store", Internal, 503),
@@ -283,8 +307,14 @@ mod tests {
             Error::Index(tantivy::TantivyError::InvalidArgument("bad segment".into())),
             Error::Inference(candle_core::Error::Msg("shape mismatch".into())),
             Error::Internal("broken invariant".into()),
+            Error::MissingKey,
+            Error::Unauthorized("unknown key".into()),
+            Error::Forbidden("this key may not use /admin/reindex (needs `admin`)".into()),
+            Error::KeyNotFound("a1b2c3".into()),
+            Error::RequestTimeout(10),
+            Error::NoPreviousGeneration,
         ];
-        let mut seen = [false; 29];
+        let mut seen = [false; 35];
         for e in &samples {
             let i = match e {
                 Error::InvalidQuery(_) => 0,
@@ -316,6 +346,12 @@ mod tests {
                 Error::Index(_) => 26,
                 Error::Inference(_) => 27,
                 Error::Internal(_) => 28,
+                Error::MissingKey => 29,
+                Error::Unauthorized(_) => 30,
+                Error::Forbidden(_) => 31,
+                Error::KeyNotFound(_) => 32,
+                Error::RequestTimeout(_) => 33,
+                Error::NoPreviousGeneration => 34,
             };
             seen[i] = true;
         }

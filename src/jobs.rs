@@ -29,9 +29,14 @@ pub struct ReindexSpec {
     /// Publish the valid records and report the bad ones, instead of rejecting the run.
     #[serde(default)]
     pub skip_invalid: bool,
-    /// Skip the gates (product count, canary queries).
+    /// Skip the canary queries. The product-count gate still holds unless
+    /// `allow_count_change` is also set, so one request cannot replace a catalog by a
+    /// handful of products.
     #[serde(default)]
     pub force: bool,
+    /// With `force`: publish whatever the product count (the second, explicit flag).
+    #[serde(default)]
+    pub allow_count_change: bool,
     /// Build without product vectors.
     #[serde(default)]
     pub no_model: bool,
@@ -98,9 +103,9 @@ pub fn prepare(
     let dir = index::generation_dir(&settings.data_dir, &built.meta.name);
     let checked = (|| {
         let candidate = index::open_named(&settings.data_dir, &built.meta.name, encoder)?;
-        let gates = match spec.force {
-            true => None,
-            false => Some(check_gates(&candidate, previous, &settings.gates)?),
+        let gates = match (spec.force, spec.allow_count_change) {
+            (true, true) => None,
+            (force, _) => Some(check_gates(&candidate, previous, &settings.gates, !force)?),
         };
         if cancelled() {
             return Err(Error::Cancelled);
@@ -139,6 +144,7 @@ pub fn check_gates(
     candidate: &Generation,
     previous: Option<usize>,
     gates: &Gates,
+    canaries: bool,
 ) -> Result<GateReport> {
     let products = candidate.live_count();
     if products == 0 {
@@ -155,6 +161,13 @@ pub fn check_gates(
                 gates.max_change * 100.0
             )));
         }
+    }
+    if !canaries {
+        return Ok(GateReport {
+            products,
+            previous,
+            canaries: Vec::new(),
+        });
     }
     let canaries: Vec<String> = if gates.canaries.is_empty() {
         let step = (products / 5).max(1);

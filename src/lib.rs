@@ -9,7 +9,7 @@
 //! intent, index                  query understanding model; tantivy generations
 //! behavior, suggest, experiments events -> user profiles; completions; A/B arms
 //! retrieve, rank                 BM25 ∪ vector candidates, filters; features × profile
-//! settings, jobs                 layered settings; catalog jobs with their gates
+//! settings, jobs, keys           layered settings; catalog jobs with their gates; API keys
 //! engine                         wires the stages: search, writes, events, text reload
 //! offline                        eval, tune, judgments, simulations (above the engine)
 //! server / main (cli/)           HTTP / command line
@@ -26,6 +26,7 @@ pub mod experiments;
 pub mod index;
 pub mod intent;
 pub mod jobs;
+pub mod keys;
 pub mod metrics;
 pub mod offline;
 pub mod rank;

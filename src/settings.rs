@@ -48,6 +48,20 @@ pub struct Settings {
     pub encoder_threads: usize,
     /// Judged queries (`qid<TAB>query`) for `GET /profiles/{name}/eval`.
     pub eval_queries: Option<PathBuf>,
+    /// The master key: with it every route but `/health` needs a key; without it `serve`
+    /// runs open and only on a loopback address. Never logged or shown.
+    #[serde(skip_serializing)]
+    pub master_key: Option<String>,
+    /// `Host` names the server answers (empty: this machine's names when open, any when
+    /// a master key is set). Guards the open mode against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://shop.example`) allowed to call from a browser (CORS); none by
+    /// default. Same-origin pages (the console) need no entry.
+    pub cors_origins: Vec<String>,
+    /// The folder `POST /admin/reindex` reads catalogs from (default `DATA_DIR/import`).
+    pub import_dir: Option<PathBuf>,
+    /// Seconds to wait for a request's headers or body before answering 408.
+    pub body_timeout_secs: u64,
     /// Their judgments (TREC qrels).
     pub eval_qrels: Option<PathBuf>,
 }
@@ -65,13 +79,20 @@ impl Default for Settings {
             device: DeviceKind::Cpu,
             addr: "127.0.0.1:8080".into(),
             workers: 2,
-            max_in_flight: 64,
+            // Enough to keep every core busy with a short queue behind it; more only
+            // makes accepted searches wait (a request waits 200 ms for a slot, then 429).
+            max_in_flight: 8 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             retention_days: 365,
             commit_interval_ms: 500,
             gates: Gates::default(),
             encoder_threads: 1,
             eval_queries: None,
             eval_qrels: None,
+            master_key: None,
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            import_dir: None,
+            body_timeout_secs: 10,
         }
     }
 }
@@ -133,6 +154,36 @@ pub struct SettingsArgs {
     /// Their TREC qrels.
     #[arg(long, env = "SHOPRANK_EVAL_QRELS", global = true)]
     pub eval_qrels: Option<PathBuf>,
+    /// Master key (`serve`); prefer the variable to the flag, which `ps` shows.
+    #[arg(
+        long,
+        env = "SHOPRANK_MASTER_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    pub master_key: Option<String>,
+    /// `Host` names answered, comma-separated (`serve`).
+    #[arg(
+        long,
+        env = "SHOPRANK_ALLOWED_HOSTS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Origins allowed by CORS, comma-separated (`serve`).
+    #[arg(
+        long,
+        env = "SHOPRANK_CORS_ORIGINS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub cors_origins: Option<Vec<String>>,
+    /// Folder `POST /admin/reindex` reads catalogs from (`serve`).
+    #[arg(long, env = "SHOPRANK_IMPORT_DIR", global = true)]
+    pub import_dir: Option<PathBuf>,
+    /// Seconds to wait for a request's headers or body (`serve`).
+    #[arg(long, env = "SHOPRANK_BODY_TIMEOUT_SECS", global = true)]
+    pub body_timeout_secs: Option<u64>,
 }
 
 impl Settings {
@@ -170,6 +221,11 @@ impl Settings {
         set(&mut s.encoder_threads, a.encoder_threads);
         set(&mut s.eval_queries, a.eval_queries.map(Some));
         set(&mut s.eval_qrels, a.eval_qrels.map(Some));
+        set(&mut s.master_key, a.master_key.map(Some));
+        set(&mut s.allowed_hosts, a.allowed_hosts);
+        set(&mut s.cors_origins, a.cors_origins);
+        set(&mut s.import_dir, a.import_dir.map(Some));
+        set(&mut s.body_timeout_secs, a.body_timeout_secs);
         s.locate_resources();
         Ok(s)
     }

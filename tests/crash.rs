@@ -357,9 +357,12 @@ const WRITE_ROUNDS: usize = 3;
 const WRITE_COMMIT_MS: &str = "300";
 /// Write requests the client sends per round, at most.
 const MAX_WRITES: usize = 3000;
-/// `updated_at` of the first write (later than every demo product; each write takes the
-/// next second, so no acknowledged write is ever stale).
-const FIRST_UPDATED_AT: i64 = 1_800_000_000;
+/// `updated_at` of the first write: a day ago (later than every demo product, and the
+/// server refuses times more than a day ahead); each write takes the next second, so no
+/// acknowledged write is ever stale.
+fn first_updated_at() -> i64 {
+    shoprank::util::now() - 86_400
+}
 
 /// The fields of a product the write tests check.
 #[derive(Debug, Clone, PartialEq)]
@@ -448,7 +451,7 @@ impl WriteClient {
             state,
             next_id: 0,
             next_word: 0,
-            clock: FIRST_UPDATED_AT,
+            clock: first_updated_at(),
             words: BTreeSet::new(),
             round: 0,
         }
@@ -1003,7 +1006,13 @@ fn rebuild_killed_midway_leaves_the_old_generation_live() {
 
     // 2. `POST /admin/reindex` inside serve, with writes acknowledged meanwhile; serve is
     //    SIGKILLed while the job writes .building.
-    let body = json!({"catalog": big, "format": "jsonl", "force": true, "no_model": true});
+    // Over HTTP a catalog is named inside the import folder; `force` alone keeps the
+    // product-count gate, which this much larger catalog must pass by the second flag.
+    let import = data.join("import");
+    std::fs::create_dir_all(&import).expect("import folder");
+    std::fs::copy(&big, import.join("big.jsonl")).expect("catalog into the import folder");
+    let body = json!({"catalog": "big.jsonl", "format": "jsonl", "force": true,
+        "allow_count_change": true, "no_model": true});
     let (status, reply) = http(
         server.addr,
         "POST",
@@ -1022,7 +1031,7 @@ fn rebuild_killed_midway_leaves_the_old_generation_live() {
     let mut extra = Vec::new();
     for i in 0..3 {
         let (id, w) = (format!("during-{i}"), word(10_000 + i));
-        let p = json!({"id": id, "title": format!("重建期间 {w} 新品"), "price": 9.9, "updated_at": FIRST_UPDATED_AT + i as i64});
+        let p = json!({"id": id, "title": format!("重建期间 {w} 新品"), "price": 9.9, "updated_at": first_updated_at() + i as i64});
         let (status, reply) =
             http(server.addr, "PUT", "/products", p.to_string().as_bytes()).expect("PUT answers");
         assert_eq!(status, 200, "{}", String::from_utf8_lossy(&reply));
@@ -1055,4 +1064,79 @@ fn rebuild_killed_midway_leaves_the_old_generation_live() {
         "after serve was killed during a reindex",
     );
     server.kill();
+}
+
+/// Issue 12, defect 2 (clients that went away mid-search leaked in-flight slots until
+/// every search answered 429): 1,000 searches whose clients close at once, then a normal
+/// search answers 200 at once. std cannot send a TCP reset (no SO_LINGER), so these are
+/// closes, which did not leak before either; the mechanism (a dropped request future) is
+/// pinned in-process by `security::a_dropped_request_gives_its_in_flight_slot_back`.
+#[test]
+fn a_thousand_abandoned_searches_leave_the_server_answering() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    common::build_index(&data, common::demo_products(), None);
+    let server = Server::start_with(&data, "resets", &[("SHOPRANK_MAX_IN_FLIGHT", "2")]);
+    let q = common::urlencode("苹果手机壳");
+    for _ in 0..1000 {
+        let mut s = TcpStream::connect(server.addr).expect("connect");
+        let head = format!(
+            "GET /search?q={q}&size=100 HTTP/1.1\r\nHost: {}\r\n\r\n",
+            server.addr
+        );
+        let _ = s.write_all(head.as_bytes());
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+    let t = Instant::now();
+    let (status, body) = http(server.addr, "GET", &format!("/search?q={q}"), b"").expect("search");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+/// Issue 12, defect 5: a body that never arrives is cut off (408) instead of holding a
+/// connection and its buffer forever.
+#[test]
+fn a_slow_body_is_cut_off() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    common::build_index(&data, common::demo_products(), None);
+    let server = Server::start_with(&data, "slow", &[("SHOPRANK_BODY_TIMEOUT_SECS", "1")]);
+    let mut s = TcpStream::connect(server.addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let head = format!(
+        "PUT /products HTTP/1.1\r\nHost: {}\r\nContent-Length: 100000\r\n\r\n[{{\"id\":",
+        server.addr
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let t = Instant::now();
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+}
+
+/// Without a master key the server is open, so it must not listen beyond this machine.
+#[test]
+fn serve_refuses_a_public_address_without_a_master_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    common::build_index(&data, common::demo_products(), None);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoprank"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHOPRANK_") {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
+        .arg(&data)
+        .arg("--model-dir")
+        .arg(data.join("no-model-here"))
+        .output()
+        .expect("run serve");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("master key"), "{err}");
 }

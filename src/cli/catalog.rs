@@ -34,7 +34,7 @@ pub struct IndexArgs {
     /// Build without product vectors (BM25 only), even if a model is present.
     #[arg(long)]
     no_model: bool,
-    /// Publish without checking the gates.
+    /// Publish without checking the gates (product count and canary queries).
     #[arg(long)]
     force: bool,
     /// Largest relative change of the product count against the live generation.
@@ -83,6 +83,8 @@ pub fn index(mut settings: Settings, args: IndexArgs) -> anyhow::Result<()> {
         format: args.format,
         skip_invalid: args.skip_invalid,
         force: args.force,
+        // The operator at the machine: --force skips every gate.
+        allow_count_change: args.force,
         no_model: args.no_model,
     };
     index_catalog(&settings, &spec, args.errors.as_deref())

@@ -24,15 +24,6 @@ pub fn serve(settings: Settings) -> anyhow::Result<()> {
     let engine = Arc::new(engine);
     engine.start_background();
     actix_web::rt::System::new()
-        .block_on(shoprank::server::serve(
-            engine,
-            &settings.addr,
-            settings.workers,
-            settings.max_in_flight,
-            settings
-                .eval_queries
-                .clone()
-                .zip(settings.eval_qrels.clone()),
-        ))
+        .block_on(shoprank::server::serve(engine, &settings))
         .with_context(|| format!("serving on {}", settings.addr))
 }

@@ -171,6 +171,11 @@ impl Engine {
         }
     }
 
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// A product by id.
     pub fn product(&self, id: &str) -> Result<Product> {
         let g = self.generation();
@@ -216,22 +221,33 @@ fn read_only() -> Error {
     Error::ReadOnly("this process opened the index for searching only".into())
 }
 
+/// How far ahead of this clock a write's `updated_at` may be.
+const MAX_CLOCK_SKEW_SECS: i64 = 86_400;
+
 /// Most products in one write request.
 pub const MAX_WRITE_BATCH: usize = 10_000;
 
 /// Why a product write cannot be stored, if it cannot (upserts were validated by the
 /// catalog validator already).
 fn check_write(w: &ProductWrite) -> std::result::Result<(), String> {
-    let id = match w {
-        ProductWrite::Upsert(p) => &p.id,
+    let (id, updated_at) = match w {
+        ProductWrite::Upsert(p) => (&p.id, Some(p.updated_at)),
         ProductWrite::Patch(id, patch) => {
             if patch.price.is_some_and(|v| !v.is_finite() || v < 0.0) {
                 return Err("field `price`: must be a number >= 0".into());
             }
-            id
+            (id, patch.updated_at)
         }
-        ProductWrite::Delete(id, _) => id,
+        ProductWrite::Delete(id, at) => (id, *at),
     };
+    // A time far ahead would make the product unchangeable (every later write stale).
+    let latest = crate::util::now() + MAX_CLOCK_SKEW_SECS;
+    if updated_at.is_some_and(|t| t > latest) {
+        return Err(format!(
+            "field `updated_at`: {} is more than a day in the future (Unix seconds expected)",
+            updated_at.unwrap_or_default()
+        ));
+    }
     if id.trim().is_empty() || id.len() > 256 {
         return Err("field `id`: must be 1 to 256 bytes".into());
     }

@@ -245,9 +245,7 @@ impl Engine {
         let w = live.as_mut().ok_or_else(read_only)?;
         let _build = index::build_lock(&self.data_dir)?
             .ok_or_else(|| Error::JobRunning("a build holds the data directory".into()))?;
-        let previous = index::previous_name(&self.data_dir)?.ok_or_else(|| {
-            Error::Config("there is no previous generation to roll back to".into())
-        })?;
+        let previous = index::previous_name(&self.data_dir)?.ok_or(Error::NoPreviousGeneration)?;
         self.commit_pending(w)?;
         let current = self.generation().meta.name.clone();
         let gen = index::open_named(&self.data_dir, &previous, self.encoder.as_deref())?;

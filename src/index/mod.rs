@@ -365,8 +365,7 @@ fn switch(data_dir: &Path, live: &str, previous: Option<&str>) -> Result<()> {
 /// Makes the previous generation live again (the live one becomes previous); returns its
 /// name. The caller replays the rolled-back generation's incremental writes first.
 pub fn rollback(data_dir: &Path) -> Result<String> {
-    let previous = previous_name(data_dir)?
-        .ok_or_else(|| Error::Config("there is no previous generation to roll back to".into()))?;
+    let previous = previous_name(data_dir)?.ok_or(Error::NoPreviousGeneration)?;
     let live = current_name(data_dir)?;
     switch(data_dir, &previous, live.as_deref())?;
     Ok(previous)

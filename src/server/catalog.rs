@@ -2,6 +2,8 @@
 //! `DELETE /products/{id}`, `POST /admin/reindex`, `GET`/`DELETE /admin/jobs/{id}`,
 //! `POST /admin/rollback`.
 
+use std::path::{Component, Path, PathBuf};
+
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -25,8 +27,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Largest request body, bytes.
 const MAX_BODY: usize = 32 << 20;
 
-async fn body(payload: web::Payload) -> Result<web::Bytes> {
-    super::read_body(payload, MAX_BODY, |reason| Error::InvalidProduct {
+async fn body(state: &AppState, payload: web::Payload) -> Result<web::Bytes> {
+    super::read_body(state, payload, MAX_BODY, |reason| Error::InvalidProduct {
         index: None,
         reason,
     })
@@ -46,7 +48,7 @@ fn summary(outcomes: &[Outcome]) -> serde_json::Value {
 
 /// Batch upsert: answers once the batch is durable (searchable within the commit interval).
 async fn put_products(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(payload).await?;
+    let body = body(&state, payload).await?;
     let engine = state.engine.clone();
     let outcomes = run_blocking(&state, move || {
         let writes = engine.parse_products(&body)?;
@@ -61,7 +63,7 @@ async fn patch_product(
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let body = body(payload).await?;
+    let body = body(&state, payload).await?;
     let patch: Patch = serde_json::from_slice(&body).map_err(|e| Error::InvalidProduct {
         index: None,
         reason: format!("malformed patch (fields: price, in_stock, sales, updated_at): {e}"),
@@ -103,15 +105,51 @@ async fn delete_product(
 
 /// Starts a background rebuild; answers 202 with the job to poll.
 async fn reindex(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(payload).await?;
-    let spec: ReindexSpec = serde_json::from_slice(&body).map_err(|e| {
+    let body = body(&state, payload).await?;
+    let mut spec: ReindexSpec = serde_json::from_slice(&body).map_err(|e| {
         Error::param(
             "body",
-            format!("expected {{\"catalog\": PATH, \"format\"?, \"skip_invalid\"?, \"force\"?, \"no_model\"?}}: {e}"),
+            format!("expected {{\"catalog\": NAME in the import folder, \"format\"?, \"skip_invalid\"?, \"force\"?, \"allow_count_change\"?, \"no_model\"?}}: {e}"),
         )
     })?;
+    spec.catalog = import_path(&state.config.import_dir, &spec.catalog)?;
     let status = state.engine.reindex(spec)?;
     Ok(HttpResponse::Accepted().json(status))
+}
+
+/// The file `name` names inside the import folder: a relative name without `..`, that
+/// resolves (symlinks followed) to a file inside the folder. Errors show the name given,
+/// never a server path.
+fn import_path(dir: &Path, name: &Path) -> Result<PathBuf> {
+    let shown = name
+        .display()
+        .to_string()
+        .chars()
+        .take(200)
+        .collect::<String>();
+    let plain = name.components().all(|c| matches!(c, Component::Normal(_)));
+    if !plain || name.as_os_str().is_empty() {
+        return Err(Error::Forbidden(format!(
+            "catalog `{shown}`: name a file inside the import folder (relative, no `..`)"
+        )));
+    }
+    let missing = || {
+        Error::param(
+            "catalog",
+            format!("`{shown}` is not a file in the import folder"),
+        )
+    };
+    let root = dir.canonicalize().map_err(|_| missing())?;
+    let real = dir.join(name).canonicalize().map_err(|_| missing())?;
+    if !real.starts_with(&root) {
+        return Err(Error::Forbidden(format!(
+            "catalog `{shown}` points outside the import folder"
+        )));
+    }
+    if !real.is_file() {
+        return Err(missing());
+    }
+    Ok(real)
 }
 
 async fn rollback(state: web::Data<AppState>) -> Result<HttpResponse> {

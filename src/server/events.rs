@@ -19,7 +19,7 @@ const MAX_BODY: usize = 16 << 20;
 
 /// One event, a JSON array or NDJSON. Answers once the events are durable.
 async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = super::read_body(payload, MAX_BODY, |reason| Error::InvalidEvent {
+    let body = super::read_body(&state, payload, MAX_BODY, |reason| Error::InvalidEvent {
         index: None,
         reason,
     })

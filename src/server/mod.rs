@@ -2,88 +2,184 @@
 //! work (search, inference) runs on actix's blocking pool, bounded by an in-flight limit
 //! that answers 429 with `Retry-After` when exceeded.
 
+mod auth;
 mod catalog;
 mod error;
 mod events;
 mod experiments;
+mod keys;
 mod profiles;
 mod search;
 mod status;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use actix_web::body::MessageBody;
+use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Service, ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::{web, App, HttpServer};
+use actix_web::http::header;
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 
 pub use error::ErrorBody;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::keys::{Caller, Keys};
+use crate::settings::Settings;
+
+/// How long a request waits for an in-flight slot before it is answered 429.
+const SLOT_WAIT: Duration = Duration::from_millis(200);
+
+/// What the HTTP layer enforces, from the settings.
+pub struct ServerConfig {
+    /// Blocking calls (searches, writes) in flight before new ones wait, then get 429.
+    pub max_in_flight: usize,
+    /// Judged queries and their qrels for `GET /profiles/{name}/eval`.
+    pub eval_set: Option<(PathBuf, PathBuf)>,
+    /// The master key and stored keys (disabled: open, loopback only).
+    pub keys: Keys,
+    /// `Host` names answered (empty: this machine's names without keys, any with keys).
+    pub allowed_hosts: Vec<String>,
+    /// Origins allowed cross-origin (CORS); none by default.
+    pub cors_origins: Vec<String>,
+    /// The only folder `POST /admin/reindex` reads catalogs from.
+    pub import_dir: PathBuf,
+    /// Longest wait for a request body.
+    pub body_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Open (no keys), for tests and embedding: this machine's host names, no CORS,
+    /// imports from `DATA_DIR/import`.
+    pub fn open(max_in_flight: usize, data_dir: &Path) -> Self {
+        ServerConfig {
+            max_in_flight,
+            eval_set: None,
+            keys: Keys::disabled(),
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            import_dir: data_dir.join("import"),
+            body_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// From the settings; opens the data directory's key file when a master key is set.
+    pub fn from_settings(s: &Settings) -> Result<Self> {
+        let keys = match &s.master_key {
+            Some(m) if !m.is_empty() => Keys::open(&s.data_dir, Some(m))?,
+            _ => Keys::disabled(),
+        };
+        Ok(ServerConfig {
+            max_in_flight: s.max_in_flight,
+            eval_set: s.eval_queries.clone().zip(s.eval_qrels.clone()),
+            keys,
+            allowed_hosts: s.allowed_hosts.clone(),
+            cors_origins: s.cors_origins.clone(),
+            import_dir: s
+                .import_dir
+                .clone()
+                .unwrap_or_else(|| s.data_dir.join("import")),
+            body_timeout: Duration::from_secs(s.body_timeout_secs.max(1)),
+        })
+    }
+}
 
 /// Shared state of the HTTP workers.
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
-    in_flight: AtomicUsize,
-    max_in_flight: usize,
-    /// Judged queries and their qrels for `GET /profiles/{name}/eval`.
-    eval_set: Option<(PathBuf, PathBuf)>,
+    in_flight: Arc<AtomicUsize>,
+    config: ServerConfig,
 }
 
 impl AppState {
-    /// State for an engine with an in-flight limit.
+    /// Open state (no keys) for an engine with an in-flight limit.
     pub fn new(engine: Arc<Engine>, max_in_flight: usize) -> web::Data<AppState> {
-        Self::with_eval_set(engine, max_in_flight, None)
+        let config = ServerConfig::open(max_in_flight, engine.data_dir());
+        Self::with_config(engine, config)
     }
 
-    /// State that also answers the console's eval route from `eval_set` (queries, qrels).
-    pub fn with_eval_set(
-        engine: Arc<Engine>,
-        max_in_flight: usize,
-        eval_set: Option<(PathBuf, PathBuf)>,
-    ) -> web::Data<AppState> {
+    /// State with a full configuration.
+    pub fn with_config(engine: Arc<Engine>, config: ServerConfig) -> web::Data<AppState> {
         web::Data::new(AppState {
             engine,
-            in_flight: AtomicUsize::new(0),
-            max_in_flight,
-            eval_set,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+            config,
         })
+    }
+
+    /// Blocking calls in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// A slot for one blocking call: at once if one is free, else after waiting up to
+    /// [`SLOT_WAIT`]; `Overloaded` (429) past that.
+    async fn slot(&self) -> Result<Slot> {
+        let deadline = Instant::now() + SLOT_WAIT;
+        loop {
+            if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.config.max_in_flight {
+                return Ok(Slot(self.in_flight.clone()));
+            }
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            if Instant::now() >= deadline {
+                return Err(Error::Overloaded);
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
-/// Runs `f` on the blocking pool unless too many calls are in flight.
+/// One in-flight slot, given back when dropped: when the blocking call ends, whether it
+/// returned, panicked or its request was dropped (a client that reset the connection).
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Runs `f` on the blocking pool under an in-flight slot (see [`AppState::slot`]). The
+/// slot travels with `f`, so it is held exactly as long as the work runs.
 pub async fn run_blocking<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    if state.in_flight.fetch_add(1, Ordering::AcqRel) >= state.max_in_flight {
-        state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        return Err(Error::Overloaded);
-    }
-    let out = web::block(f).await;
-    state.in_flight.fetch_sub(1, Ordering::AcqRel);
+    let slot = state.slot().await?;
+    let out = web::block(move || {
+        let _slot = slot;
+        f()
+    })
+    .await;
     out.map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }
 
-/// The whole request body, at most `max` bytes; `invalid(reason)` is the error to answer
-/// with when it is larger or cannot be read.
+/// The whole request body, at most `max` bytes, within the body timeout; `invalid(reason)`
+/// is the error to answer with when it is larger or cannot be read.
 async fn read_body(
+    state: &AppState,
     payload: web::Payload,
     max: usize,
     invalid: impl Fn(String) -> Error,
 ) -> Result<web::Bytes> {
-    match payload.to_bytes_limited(max).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(invalid(format!(
-            "body larger than {} MiB: split it",
-            max >> 20
+    let timeout = state.config.body_timeout;
+    match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(max)).await {
+        Err(_) => Err(Error::RequestTimeout(timeout.as_secs())),
+        Ok(Ok(Ok(body))) => Ok(body),
+        Ok(Ok(Err(_))) => Err(invalid(format!(
+            "body larger than {} KiB: split it",
+            max >> 10
         ))),
-        Err(e) => Err(invalid(format!("cannot read the body: {e}"))),
+        Ok(Err(e)) => Err(invalid(format!("cannot read the body: {e}"))),
     }
+}
+
+/// The caller a key check recorded for this request (`None`: open mode, or master key).
+fn caller(req: &HttpRequest) -> Option<Caller> {
+    req.extensions().get::<Caller>().cloned()
 }
 
 /// Every route, with JSON errors for malformed requests.
@@ -100,6 +196,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(profiles::configure)
     .configure(experiments::configure)
     .configure(status::configure)
+    .configure(keys::configure)
     .default_service(web::to(error::not_found));
 }
 
@@ -116,40 +213,114 @@ pub fn app(
     >,
 > {
     let engine = state.engine.clone();
+    let checked = state.clone();
     App::new()
         .app_data(state)
         .configure(configure)
+        .wrap_fn(move |req, srv| {
+            let verdict = auth::check(&checked, &req);
+            let origin = req
+                .headers()
+                .get(header::ORIGIN)
+                .and_then(|o| o.to_str().ok())
+                .filter(|o| checked.config.cors_origins.iter().any(|c| c == o))
+                .map(str::to_string);
+            // A refusal is answered here (with the error kept for the metrics layer), not
+            // passed up as an `Err`, so every caller sees the same JSON response.
+            let (call, early) = match verdict {
+                Ok(None) => (Some(srv.call(req)), None),
+                Ok(Some(preflight)) => (None, Some(req.into_response(cors_preflight(&preflight)))),
+                Err(e) => (None, Some(req.into_response(HttpResponse::from_error(e)))),
+            };
+            async move {
+                let mut res = match (early, call) {
+                    (Some(answer), _) => answer,
+                    (None, Some(call)) => call.await?.map_into_boxed_body(),
+                    (None, None) => unreachable!("a call is made for every pass"),
+                };
+                if let Some(o) = origin {
+                    allow_origin(res.headers_mut(), &o);
+                }
+                Ok::<ServiceResponse<BoxBody>, actix_web::Error>(res)
+            }
+        })
         .wrap_fn(move |req, srv| {
             let started = Instant::now();
             let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
             let engine = engine.clone();
             let fut = srv.call(req);
             async move {
-                let res = fut.await?;
+                let res = fut.await;
+                let (status, error) = match &res {
+                    Ok(r) => (
+                        r.status(),
+                        r.response()
+                            .error()
+                            .and_then(|e| e.as_error::<Error>())
+                            .map(Error::code),
+                    ),
+                    Err(e) => (
+                        e.as_response_error().status_code(),
+                        e.as_error::<Error>().map(Error::code),
+                    ),
+                };
                 engine
                     .metrics
-                    .observe_request(&route, res.status().as_u16(), started.elapsed());
+                    .observe_request(&route, status.as_u16(), started.elapsed());
                 // Every handler error is counted here, by its code, once.
-                if let Some(e) = res.response().error().and_then(|e| e.as_error::<Error>()) {
-                    engine.metrics.count_error(e.code());
+                if let Some(code) = error {
+                    engine.metrics.count_error(code);
                 }
-                Ok(res)
+                res
             }
         })
 }
 
-/// Serves until interrupted.
-pub async fn serve(
-    engine: Arc<Engine>,
-    addr: &str,
-    workers: usize,
-    max_in_flight: usize,
-    eval_set: Option<(PathBuf, PathBuf)>,
-) -> std::io::Result<()> {
-    let state = AppState::with_eval_set(engine, max_in_flight, eval_set);
+fn allow_origin(headers: &mut header::HeaderMap, origin: &str) {
+    if let Ok(v) = header::HeaderValue::from_str(origin) {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+        headers.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+    }
+}
+
+/// The answer to a CORS preflight from an allowed origin.
+fn cors_preflight(origin: &str) -> HttpResponse {
+    let mut res = HttpResponse::NoContent()
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            "GET, POST, PUT, PATCH, DELETE",
+        ))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "authorization, content-type",
+        ))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish();
+    allow_origin(res.headers_mut(), origin);
+    res
+}
+
+/// Serves until interrupted. Refuses a non-loopback address without a master key.
+pub async fn serve(engine: Arc<Engine>, settings: &Settings) -> std::io::Result<()> {
+    let config = ServerConfig::from_settings(settings).map_err(std::io::Error::other)?;
+    let addr = &settings.addr;
+    let loopback = addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    if !config.keys.enabled() {
+        if !loopback {
+            return Err(std::io::Error::other(format!(
+                "refusing to serve on {addr} without a master key: set SHOPRANK_MASTER_KEY \
+                 (or --master-key), or bind a loopback address"
+            )));
+        }
+        tracing::warn!(%addr, "no master key: every route is open, to this machine only");
+    }
+    let state = AppState::with_config(engine, config);
     tracing::info!(%addr, "listening");
     HttpServer::new(move || app(state.clone()))
-        .workers(workers)
+        .workers(settings.workers)
+        .client_request_timeout(Duration::from_secs(settings.body_timeout_secs.max(1)))
         .bind(addr)?
         .run()
         .await

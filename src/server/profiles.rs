@@ -101,7 +101,7 @@ async fn restore(
 
 /// The profile's numbers on the evaluation set named in the settings.
 async fn eval(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {
-    let (queries, qrels) = state.eval_set.clone().ok_or(Error::NoEvalSet)?;
+    let (queries, qrels) = state.config.eval_set.clone().ok_or(Error::NoEvalSet)?;
     let engine = state.engine.clone();
     let name = name.into_inner();
     let report = run_blocking(&state, move || {

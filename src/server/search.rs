@@ -142,13 +142,22 @@ pub fn check_utf8(query_string: &str) -> Result<()> {
     Ok(())
 }
 
+/// The request's filters narrowed by its key's fixed filters (a storefront key).
+fn key_filters(http: &HttpRequest, filters: Filters) -> Result<Filters> {
+    match super::caller(http).as_ref().and_then(|c| c.filters()) {
+        Some(fixed) => fixed.apply(filters),
+        None => Ok(filters),
+    }
+}
+
 async fn search(
     state: web::Data<AppState>,
     http: HttpRequest,
     params: web::Query<SearchParams>,
 ) -> Result<HttpResponse> {
-    let req = check_utf8(http.query_string())
+    let mut req = check_utf8(http.query_string())
         .and_then(|_| SearchRequest::try_from(params.into_inner()))?;
+    req.filters = key_filters(&http, req.filters)?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.shopper_search(&req)).await?;
     Ok(HttpResponse::Ok().json(res))
@@ -170,7 +179,8 @@ async fn compare(state: web::Data<AppState>, http: HttpRequest) -> Result<HttpRe
                 .map_err(|e| Error::param("query", e.to_string()))?;
         Ok((SearchRequest::try_from(params)?, a, b))
     });
-    let (req, a, b) = parsed?;
+    let (mut req, a, b) = parsed?;
+    req.filters = key_filters(&http, req.filters)?;
     let engine = state.engine.clone();
     let res = run_blocking(&state, move || engine.compare(&req, &a, &b)).await?;
     Ok(HttpResponse::Ok().json(res))

@@ -559,8 +559,17 @@ async fn the_write_api_answers_bad_input_with_clear_errors() {
     let (s, _) = common::call(&state, reindex(r#"{"catalogue": "x"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = common::call(&state, reindex(r#"{"catalog": "/no/such/file.jsonl"}"#)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = common::call(&state, reindex(r#"{"catalog": "no-such-file.jsonl"}"#)).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    let body = json!({"catalog": common::fixture("demo_catalog.jsonl")}).to_string();
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::copy(
+        common::fixture("demo_catalog.jsonl"),
+        import.join("demo.jsonl"),
+    )
+    .unwrap();
+    let body = json!({"catalog": "demo.jsonl"}).to_string();
     let (s, b) = common::call(&state, reindex(&body)).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b}");
     let id = b["id"].as_str().unwrap().to_string();

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["intent", "index"],
     &["behavior", "suggest", "experiments"],
     &["retrieve", "rank"],
-    &["settings", "jobs"],
+    &["settings", "jobs", "keys"],
     &["engine"],
     &["offline"],
     &["server"],

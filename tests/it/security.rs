@@ -1,0 +1,409 @@
+//! Issue 12's defects, each pinned by a test named after it, and the key model: with a
+//! master key every route but `/health` needs a key; keys carry actions and search keys
+//! can carry filters a request cannot widen.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::StatusCode;
+use actix_web::test as atest;
+use actix_web::web::Data;
+use serde_json::{json, Value};
+
+use shoprank::engine::Engine;
+use shoprank::keys::Keys;
+use shoprank::server::{run_blocking, AppState, ServerConfig};
+use shoprank::settings::Settings;
+
+use crate::common;
+
+const MASTER: &str = "test-master-key-0123456789";
+
+fn writable(data: &Path) -> Arc<Engine> {
+    let engine = common::open_engine(data, None);
+    let settings = Settings {
+        data_dir: data.to_path_buf(),
+        commit_interval_ms: 0,
+        ..Settings::default()
+    };
+    engine.enable_writes(&settings).expect("writes enabled");
+    Arc::new(engine)
+}
+
+fn keyed(engine: Arc<Engine>, data: &Path) -> Data<AppState> {
+    let config = ServerConfig {
+        keys: Keys::open(data, Some(MASTER)).unwrap(),
+        ..ServerConfig::open(64, data)
+    };
+    AppState::with_config(engine, config)
+}
+
+fn bearer(req: atest::TestRequest, key: &str) -> atest::TestRequest {
+    req.insert_header(("authorization", format!("Bearer {key}")))
+}
+
+fn search(q: &str) -> atest::TestRequest {
+    atest::TestRequest::get().uri(&format!("/search?q={}", common::urlencode(q)))
+}
+
+fn code(b: &Value) -> Option<&str> {
+    b["code"].as_str()
+}
+
+fn wait_for_job(engine: &Engine, id: &str) -> shoprank::jobs::JobStatus {
+    let t = Instant::now();
+    loop {
+        let s = engine.job(id).unwrap();
+        if s.state != "running" && s.state != "queued" {
+            return s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "job {id} never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[actix_web::test]
+async fn reindex_refuses_server_files_and_leaks_nothing() {
+    let data = common::demo_index(None);
+    let state = AppState::new(writable(data.path()), 64);
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", import.join("passwd")).unwrap();
+    for (catalog, why) in [
+        ("/proc/self/environ", "absolute path"),
+        ("/etc/passwd", "absolute path"),
+        ("../../../../etc/passwd", "`..`"),
+        ("passwd", "symlink out of the folder"),
+    ] {
+        let body = json!({"catalog": catalog, "format": "openbg"}).to_string();
+        let req = atest::TestRequest::post()
+            .uri("/admin/reindex")
+            .set_payload(body);
+        let (s, b) = common::call(&state, req).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{why}: {b}"
+        );
+        let text = b.to_string();
+        assert!(
+            !text.contains("PATH=") && !text.contains("root:"),
+            "{why} leaked: {text}"
+        );
+        assert!(
+            !text.contains(&*data.path().to_string_lossy()),
+            "{why}: the error shows a server path: {text}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn forced_reindex_cannot_replace_the_catalog_with_one_product() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let state = AppState::new(engine.clone(), 64);
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::write(
+        import.join("one.jsonl"),
+        r#"{"id":"x1","title":"只有一件"}"#,
+    )
+    .unwrap();
+    let before = engine.generation().live_count();
+    let body = json!({"catalog": "one.jsonl", "force": true}).to_string();
+    let req = atest::TestRequest::post()
+        .uri("/admin/reindex")
+        .set_payload(body);
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let status = wait_for_job(&engine, b["id"].as_str().unwrap());
+    assert_eq!(status.state, "failed", "{status:?}");
+    assert_eq!(engine.generation().live_count(), before);
+    assert!(
+        engine.product("demo-001").is_ok(),
+        "the catalog is still live"
+    );
+}
+
+#[actix_web::test]
+async fn a_dropped_request_gives_its_in_flight_slot_back() {
+    let data = common::demo_index(None);
+    let state = AppState::new(Arc::new(common::open_engine(data.path(), None)), 1);
+    // 50 requests whose clients went away mid-search (their futures dropped).
+    for _ in 0..50 {
+        let slow = run_blocking(&state, || {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        });
+        let r = actix_web::rt::time::timeout(Duration::from_millis(1), slow).await;
+        assert!(r.is_err() || r.unwrap().is_err());
+    }
+    // A panicking call gives its slot back too.
+    let panicked = run_blocking(&state, || -> shoprank::Result<()> { panic!("boom") }).await;
+    assert!(panicked.is_err());
+    let t = Instant::now();
+    while state.in_flight() > 0 && t.elapsed() < Duration::from_secs(5) {
+        actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(state.in_flight(), 0);
+    let (s, b) = common::call(&state, search("口红")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[actix_web::test]
+async fn with_a_master_key_every_route_but_health_needs_a_key() {
+    let data = common::demo_index(None);
+    let state = keyed(writable(data.path()), data.path());
+    let put = || {
+        atest::TestRequest::put()
+            .uri("/products")
+            .set_payload(r#"{"id":"k1","title":"钥匙扣"}"#)
+    };
+    let events = || {
+        atest::TestRequest::post()
+            .uri("/events")
+            .set_payload(r#"{"user_id":"u","type":"view","product_id":"demo-001"}"#)
+    };
+    for (req, what) in [
+        (put(), "PUT /products"),
+        (events(), "POST /events"),
+        (search("口红"), "GET /search"),
+        (atest::TestRequest::get().uri("/users"), "GET /users"),
+        (
+            atest::TestRequest::delete().uri("/users/u1"),
+            "DELETE /users",
+        ),
+        (
+            atest::TestRequest::post().uri("/admin/rollback"),
+            "rollback",
+        ),
+    ] {
+        let (s, b) = common::call(&state, req).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::UNAUTHORIZED, Some("missing_key")),
+            "{what}"
+        );
+    }
+    let (s, _) = common::call(&state, atest::TestRequest::get().uri("/health")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = common::call(&state, bearer(search("口红"), "not-a-key")).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_key"))
+    );
+    let (s, _) = common::call(&state, bearer(search("口红"), MASTER)).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = common::call(&state, bearer(put(), MASTER)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
+
+#[actix_web::test]
+async fn a_search_key_gets_403_on_admin_routes_and_dies_when_revoked() {
+    let data = common::demo_index(None);
+    let state = keyed(writable(data.path()), data.path());
+    let create = |body: Value| {
+        bearer(atest::TestRequest::post().uri("/keys"), MASTER).set_payload(body.to_string())
+    };
+    let (s, b) = common::call(
+        &state,
+        create(json!({"actions": ["search"], "description": "storefront"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let key = b["key"].as_str().unwrap().to_string();
+    let id = b["id"].as_str().unwrap().to_string();
+    let (s, _) = common::call(&state, bearer(search("口红"), &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    for req in [
+        atest::TestRequest::post()
+            .uri("/admin/reindex")
+            .set_payload("{}"),
+        atest::TestRequest::get().uri("/users"),
+        atest::TestRequest::get().uri("/users/u1/profile"),
+        atest::TestRequest::get().uri("/metrics"),
+        atest::TestRequest::put().uri("/products").set_payload("{}"),
+        atest::TestRequest::get().uri("/keys"),
+        atest::TestRequest::put().uri("/profiles/x").set_payload(""),
+    ] {
+        let (s, b) = common::call(&state, bearer(req, &key)).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{b}"
+        );
+    }
+    // Keys are listed without secrets, and only for the master key.
+    let (s, b) = common::call(
+        &state,
+        bearer(atest::TestRequest::get().uri("/keys"), MASTER),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(!b.to_string().contains(&key), "a secret is listed: {b}");
+    let (s, _) = common::call(
+        &state,
+        bearer(
+            atest::TestRequest::delete().uri(&format!("/keys/{id}")),
+            MASTER,
+        ),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = common::call(&state, bearer(search("口红"), &key)).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNAUTHORIZED, Some("invalid_key"))
+    );
+    let (s, b) = common::call(&state, create(json!({"actions": ["everything"]}))).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+}
+
+#[actix_web::test]
+async fn a_storefront_key_cannot_widen_its_filters() {
+    let data = common::demo_index(None);
+    let state = keyed(writable(data.path()), data.path());
+    let req = bearer(atest::TestRequest::post().uri("/keys"), MASTER)
+        .set_payload(json!({"actions": ["search"], "filters": {"brand": "兰蔻"}}).to_string());
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let key = b["key"].as_str().unwrap().to_string();
+    let (s, b) = common::call(&state, bearer(search("面霜"), &key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let hits = b["hits"].as_array().unwrap();
+    assert!(!hits.is_empty());
+    assert!(
+        hits.iter()
+            .all(|h| h["brand"].as_str().unwrap().contains("兰蔻")),
+        "{b}"
+    );
+    let other = atest::TestRequest::get().uri(&format!(
+        "/search?q={}&brand={}",
+        common::urlencode("口红"),
+        common::urlencode("完美日记")
+    ));
+    let (s, b) = common::call(&state, bearer(other, &key)).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{b}"
+    );
+}
+
+#[actix_web::test]
+async fn keys_need_a_master_key() {
+    let data = common::demo_index(None);
+    let state = AppState::new(writable(data.path()), 64);
+    let req = atest::TestRequest::post()
+        .uri("/keys")
+        .set_payload(r#"{"actions":["search"]}"#);
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{b}"
+    );
+}
+
+#[actix_web::test]
+async fn a_foreign_host_header_is_refused_in_open_mode() {
+    let data = common::demo_index(None);
+    let state = AppState::new(writable(data.path()), 64);
+    let (s, b) = common::call(
+        &state,
+        search("口红").insert_header(("host", "evil.example")),
+    )
+    .await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{b}"
+    );
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080"] {
+        let (s, _) = common::call(&state, search("口红").insert_header(("host", host))).await;
+        assert_eq!(s, StatusCode::OK, "{host}");
+    }
+}
+
+#[actix_web::test]
+async fn a_cross_site_post_is_refused() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let state = AppState::new(engine.clone(), 64);
+    // A page elsewhere posting plain text (no CORS preflight) to wipe or change state.
+    let forged = atest::TestRequest::post()
+        .uri("/admin/reindex")
+        .insert_header(("host", "127.0.0.1:8080"))
+        .insert_header(("origin", "http://evil.example"))
+        .insert_header(("content-type", "text/plain"))
+        .set_payload(r#"{"catalog":"x.jsonl","force":true}"#);
+    let (s, b) = common::call(&state, forged).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{b}"
+    );
+    // The console (same origin) may post.
+    let same = atest::TestRequest::post()
+        .uri("/admin/reload")
+        .insert_header(("host", "127.0.0.1:8080"))
+        .insert_header(("origin", "http://127.0.0.1:8080"));
+    let (s, b) = common::call(&state, same).await;
+    assert_ne!(s, StatusCode::FORBIDDEN, "{b}");
+    // An origin allowed by `cors_origins` gets a preflight answer and the header.
+    let config = ServerConfig {
+        cors_origins: vec!["https://shop.example".into()],
+        ..ServerConfig::open(64, data.path())
+    };
+    let cors = AppState::with_config(engine, config);
+    let svc = atest::init_service(shoprank::server::app(cors.clone())).await;
+    let pre = atest::TestRequest::default()
+        .method(actix_web::http::Method::OPTIONS)
+        .uri("/search")
+        .insert_header(("origin", "https://shop.example"))
+        .to_request();
+    let res = atest::call_service(&svc, pre).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "https://shop.example"
+    );
+}
+
+#[actix_web::test]
+async fn rollback_without_a_previous_generation_is_a_409() {
+    let data = common::demo_index(None);
+    let state = AppState::new(writable(data.path()), 64);
+    let (s, b) = common::call(&state, atest::TestRequest::post().uri("/admin/rollback")).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::CONFLICT, Some("no_previous_generation")),
+        "{b}"
+    );
+}
+
+#[actix_web::test]
+async fn an_updated_at_far_in_the_future_is_refused() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let state = AppState::new(engine.clone(), 64);
+    // Year 2096: accepted, it would make the product unchangeable until a rebuild.
+    let req = atest::TestRequest::patch()
+        .uri("/products/demo-001")
+        .set_payload(r#"{"price": 1, "updated_at": 3999999999}"#);
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::BAD_REQUEST, Some("invalid_product")),
+        "{b}"
+    );
+    let req = atest::TestRequest::patch()
+        .uri("/products/demo-001")
+        .set_payload(r#"{"price": 2}"#);
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
