@@ -68,6 +68,13 @@ pub fn prepare(
     progress: &dyn Fn(index::Progress),
     cancelled: &dyn Fn() -> bool,
 ) -> Result<Prepared> {
+    // Where the live change log stands before the catalog is read: every write
+    // acknowledged from here on is replayed into the new generation (issue 12, defect 4:
+    // the CLI took it after reading the catalog and lost the writes of that moment).
+    let parent = match parent {
+        Some(p) => Some(p),
+        None => index::live_position(&settings.data_dir)?,
+    };
     let format = match &spec.format {
         Some(f) => f.parse::<Format>()?,
         None => Format::from_path(&spec.catalog)?,

@@ -158,8 +158,19 @@ impl Engine {
     /// Health facts.
     pub fn health(&self) -> Health {
         let g = self.generation();
+        let mut problems = Vec::new();
+        if self.behavior.as_ref().is_some_and(|b| b.store.failing()) {
+            problems.push(
+                "the event store failed its last write (full disk?); it retries on the next".into(),
+            );
+        }
         Health {
-            status: "ok",
+            status: if problems.is_empty() {
+                "ok"
+            } else {
+                "degraded"
+            },
+            problems,
             generation: g.meta.name.clone(),
             products: g.live_count(),
             writable: self.live.lock().map(|l| l.is_some()).unwrap_or(false),

@@ -159,8 +159,11 @@ impl From<&Filters> for AppliedFilters {
 /// Health facts.
 #[derive(Debug, Clone, Serialize)]
 pub struct Health {
-    /// Always `ok` when the engine answers.
+    /// `ok`, or `degraded` when something in `problems` fails (`GET /ready` answers 503).
     pub status: &'static str,
+    /// What is failing now (the event store, the in-flight limit).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
     /// Live generation name.
     pub generation: String,
     /// Live products in it.

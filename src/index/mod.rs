@@ -199,6 +199,18 @@ fn generations_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("generations")
 }
 
+/// The live generation and the last entry of its change log: a build that starts here
+/// replays every write after it.
+pub fn live_position(data_dir: &Path) -> Result<Option<(String, u64)>> {
+    match current_name(data_dir)? {
+        Some(name) => {
+            let seq = live::ChangeLog::last_seq(&generations_dir(data_dir).join(&name))?;
+            Ok(Some((name, seq)))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Writes a new generation from `products` beside the live one, without publishing it
 /// (see [`check_gates`] and [`publish`]). Holds the data directory's build lock.
 pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) -> Result<Built> {
@@ -216,13 +228,7 @@ pub fn build(data_dir: &Path, products: Vec<Product>, opts: BuildOptions<'_>) ->
     // the new generation before it takes writes.
     let (parent, parent_seq) = match opts.parent {
         Some((name, seq)) => (Some(name), seq),
-        None => match current_name(data_dir)? {
-            Some(p) => {
-                let seq = live::ChangeLog::last_seq(&gens.join(&p))?;
-                (Some(p), seq)
-            }
-            None => (None, 0),
-        },
+        None => live_position(data_dir)?.map_or((None, 0), |(n, s)| (Some(n), s)),
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -31,7 +31,7 @@ pub enum Need {
 pub fn need(method: &Method, pattern: &str) -> Need {
     let write = !matches!(*method, Method::GET | Method::HEAD);
     match pattern {
-        "/health" | "/" | "/console" | "unmatched" => Need::Open,
+        "/health" | "/ready" | "/" | "/console" | "unmatched" => Need::Open,
         "/search" | "/compare" | "/analyze" | "/suggest" => Need::Key(Action::Search),
         "/products/{id}" if !write => Need::Key(Action::Search),
         "/products" | "/products/{id}" => Need::Key(Action::ProductsWrite),

@@ -407,3 +407,186 @@ async fn an_updated_at_far_in_the_future_is_refused() {
     let (s, b) = common::call(&state, req).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+/// Issue 12, defect 3: reindex -> an acknowledged PUT or PATCH -> rollback brought the
+/// product back with the catalog's values.
+#[actix_web::test]
+async fn rollback_keeps_acknowledged_writes() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let state = AppState::new(engine.clone(), 64);
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::copy(
+        common::fixture("demo_catalog.jsonl"),
+        import.join("demo.jsonl"),
+    )
+    .unwrap();
+    let req = atest::TestRequest::post()
+        .uri("/admin/reindex")
+        .set_payload(r#"{"catalog": "demo.jsonl"}"#);
+    let (s, b) = common::call(&state, req).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    let job = wait_for_job(&engine, b["id"].as_str().unwrap());
+    assert_eq!(job.state, "succeeded", "{job:?}");
+    let put = atest::TestRequest::put()
+        .uri("/products")
+        .set_payload(r#"{"id":"demo-001","title":"回滚后仍在的新标题","price":1}"#);
+    let (s, b) = common::call(&state, put).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let patch = atest::TestRequest::patch()
+        .uri("/products/demo-002")
+        .set_payload(r#"{"price": 4321}"#);
+    let (s, b) = common::call(&state, patch).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = common::call(&state, atest::TestRequest::post().uri("/admin/rollback")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(
+        engine.product("demo-001").unwrap().title,
+        "回滚后仍在的新标题"
+    );
+    assert_eq!(engine.product("demo-002").unwrap().price, Some(4321.0));
+}
+
+/// Defect 3 under load: writes keep coming while a reindex publishes and a rollback runs;
+/// every product ends with the last title acknowledged for it.
+#[actix_web::test]
+async fn rollback_keeps_acknowledged_writes_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let data = common::demo_index(None);
+    // As `serve` runs: writes acknowledged when durable, committed in the background.
+    let engine = common::open_engine(data.path(), None);
+    let settings = Settings {
+        data_dir: data.path().to_path_buf(),
+        commit_interval_ms: 300,
+        ..Settings::default()
+    };
+    engine.enable_writes(&settings).expect("writes enabled");
+    let engine = Arc::new(engine);
+    engine.start_background();
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::copy(
+        common::fixture("demo_catalog.jsonl"),
+        import.join("demo.jsonl"),
+    )
+    .unwrap();
+    let spec = shoprank::jobs::ReindexSpec {
+        catalog: import.join("demo.jsonl"),
+        no_model: true,
+        ..Default::default()
+    };
+    let job = engine.reindex(spec).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (engine, stop) = (engine.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut last = std::collections::HashMap::new();
+            let mut n = 0;
+            while !stop.load(Ordering::Acquire) {
+                let id = format!("demo-{:03}", 1 + n % 20);
+                let title = format!("并发写入 {n}");
+                let body = json!({"id": id, "title": title, "price": 1});
+                let writes = engine.parse_products(body.to_string().as_bytes()).unwrap();
+                if engine.write_products(writes).is_ok() {
+                    last.insert(id, title);
+                }
+                n += 1;
+            }
+            last
+        })
+    };
+    let status = wait_for_job(&engine, &job.id);
+    assert_eq!(status.state, "succeeded", "{status:?}");
+    std::thread::sleep(Duration::from_millis(100));
+    engine.rollback().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Release);
+    let last = writer.join().unwrap();
+    // Acknowledged writes are searchable within the commit interval.
+    std::thread::sleep(Duration::from_millis(900));
+    let wrong: Vec<String> = last
+        .iter()
+        .filter(|(id, title)| engine.product(id).unwrap().title != **title)
+        .map(|(id, title)| {
+            format!(
+                "{id}: want {title}, have {}",
+                engine.product(id).unwrap().title
+            )
+        })
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "{} products lost writes:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+}
+
+/// Issue 12, defect 4: with `serve` running, writes acknowledged while a CLI
+/// `shoprank index` was reading its catalog were not replayed into the new generation
+/// (the build took its starting point after reading). The write here lands in exactly
+/// that moment: between reading the catalog and building.
+#[test]
+fn writes_acknowledged_while_the_cli_reads_the_catalog_are_kept() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let settings = Settings {
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    };
+    let spec = shoprank::jobs::ReindexSpec {
+        catalog: common::fixture("demo_catalog.jsonl"),
+        no_model: true,
+        ..Default::default()
+    };
+    let write_now = |_: &[shoprank::catalog::RecordError]| {
+        let body = json!({"id": "demo-003", "title": "读目录时写入的标题", "price": 3});
+        let writes = engine.parse_products(body.to_string().as_bytes())?;
+        engine.write_products(writes).map(|_| ())
+    };
+    let prepared = shoprank::jobs::prepare(
+        &settings,
+        &spec,
+        None,
+        None,
+        &write_now,
+        None,
+        &|_| {},
+        &|| false,
+    )
+    .unwrap();
+    shoprank::index::publish(data.path(), prepared.built).unwrap();
+    assert!(
+        engine.follow_current().unwrap(),
+        "serve switches to the CLI's generation"
+    );
+    engine.commit().unwrap();
+    assert_eq!(
+        engine.product("demo-003").unwrap().title,
+        "读目录时写入的标题"
+    );
+}
+
+/// Issue 12: `/health` said ok while every search answered 429. It now says `degraded`,
+/// and `/ready` (for load balancers) answers 503.
+#[actix_web::test]
+async fn health_reports_exhausted_slots_and_ready_fails() {
+    let data = common::demo_index(None);
+    let state = AppState::new(Arc::new(common::open_engine(data.path(), None)), 0);
+    let (s, b) = common::call(&state, atest::TestRequest::get().uri("/health")).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("degraded")),
+        "{b}"
+    );
+    let (s, _) = common::call(&state, atest::TestRequest::get().uri("/ready")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    let ok = AppState::new(Arc::new(common::open_engine(data.path(), None)), 4);
+    let (s, b) = common::call(&ok, atest::TestRequest::get().uri("/ready")).await;
+    assert_eq!(
+        (s, b["status"].as_str()),
+        (StatusCode::OK, Some("ok")),
+        "{b}"
+    );
+}
