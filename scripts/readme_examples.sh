@@ -116,7 +116,7 @@ echo "== index fixtures/demo_catalog.jsonl into $data"
   || { cat "$work/index.log" >&2; exit 1; }
 
 echo "== serve on 127.0.0.1:$port"
-"$bin" serve --data-dir "$data" --addr "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
+env -u SHOPRANK_MASTER_KEY "$bin" serve --data-dir "$data" --addr "127.0.0.1:$port" >"$work/serve.log" 2>&1 &
 server_pid=$!
 up=
 for _ in $(seq 1 600); do

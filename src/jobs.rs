@@ -163,7 +163,7 @@ pub fn check_gates(
         let change = (products as f64 - prev as f64).abs() / prev as f64;
         if change > gates.max_change {
             return Err(Error::GateFailed(format!(
-                "{products} products against {prev} live: a {:.0}% change exceeds the allowed {:.0}% (raise the tolerance or skip the gates to publish anyway)",
+                "{products} products against {prev} live: a {:.0}% change exceeds the allowed {:.0}% (raise the tolerance, or pass force with allow_count_change — `--force` on the CLI — to publish anyway)",
                 change * 100.0,
                 gates.max_change * 100.0
             )));
@@ -219,13 +219,51 @@ pub fn check_gates(
 }
 
 /// Writes bad records as JSON lines.
+/// At most this many bad records are written to a report (a binary file given as a
+/// catalog made a 63 MB report per run); a last line says how many more there were.
+pub const MAX_REPORTED_ERRORS: usize = 1000;
+/// Longest reason written per record, in characters.
+const MAX_REASON_CHARS: usize = 300;
+/// Error reports kept in a jobs folder; older ones are removed when a job starts.
+pub const KEPT_REPORTS: usize = 20;
+
+/// Writes bad records as JSON lines, at most [`MAX_REPORTED_ERRORS`] of them.
 pub fn write_error_report(path: &Path, errors: &[RecordError]) -> Result<()> {
     let mut text = String::new();
-    for e in errors {
-        text.push_str(&serde_json::to_string(e).map_err(|e| Error::Internal(e.to_string()))?);
+    for e in errors.iter().take(MAX_REPORTED_ERRORS) {
+        let mut e = e.clone();
+        if e.reason.chars().count() > MAX_REASON_CHARS {
+            e.reason = e.reason.chars().take(MAX_REASON_CHARS).collect::<String>() + "…";
+        }
+        e.field = e.field.chars().take(100).collect();
+        e.id = e.id.map(|id| id.chars().take(100).collect());
+        text.push_str(&serde_json::to_string(&e).map_err(|e| Error::Internal(e.to_string()))?);
         text.push('\n');
     }
+    if errors.len() > MAX_REPORTED_ERRORS {
+        let more = errors.len() - MAX_REPORTED_ERRORS;
+        text.push_str(&format!("{{\"more_errors_not_listed\": {more}}}\n"));
+    }
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
+}
+
+/// Removes all but the newest [`KEPT_REPORTS`] error reports of `jobs_dir`.
+fn prune_reports(jobs_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(jobs_dir) else {
+        return;
+    };
+    let mut reports: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".errors.jsonl"))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    reports.sort();
+    let excess = reports.len().saturating_sub(KEPT_REPORTS);
+    for (_, path) in reports.into_iter().take(excess) {
+        if let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove an old error report");
+        }
+    }
 }
 
 /// Rate and time left of a stage that started at `since`.
@@ -334,6 +372,7 @@ impl Jobs {
         if let Some(running) = jobs.values().find(|j| j.status().state == "running") {
             return Err(Error::JobRunning(running.status().id));
         }
+        prune_reports(jobs_dir);
         let id = format!(
             "reindex-{}-{}",
             crate::util::now(),

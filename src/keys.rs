@@ -316,7 +316,11 @@ impl Keys {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let text = serde_json::to_vec_pretty(keys).map_err(|e| Error::Internal(e.to_string()))?;
-        crate::util::write_atomic(&self.path, &text)
+        crate::util::write_atomic(&self.path, &text)?;
+        // Hashes only, but nobody else on the machine needs to read them.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 

@@ -51,7 +51,7 @@ pub struct Settings {
     /// The master key: with it every route but `/health` needs a key; without it `serve`
     /// runs open and only on a loopback address. Never logged or shown.
     #[serde(skip_serializing)]
-    pub master_key: Option<String>,
+    pub master_key: Option<crate::util::Secret>,
     /// `Host` names the server answers (empty: this machine's names when open, any when
     /// a master key is set). Guards the open mode against DNS rebinding.
     pub allowed_hosts: Vec<String>,
@@ -221,7 +221,10 @@ impl Settings {
         set(&mut s.encoder_threads, a.encoder_threads);
         set(&mut s.eval_queries, a.eval_queries.map(Some));
         set(&mut s.eval_qrels, a.eval_qrels.map(Some));
-        set(&mut s.master_key, a.master_key.map(Some));
+        set(
+            &mut s.master_key,
+            a.master_key.map(|k| Some(crate::util::Secret::new(k))),
+        );
         set(&mut s.allowed_hosts, a.allowed_hosts);
         set(&mut s.cors_origins, a.cors_origins);
         set(&mut s.import_dir, a.import_dir.map(Some));
@@ -377,6 +380,20 @@ mod tests {
             .contains("data_dri"));
         assert!(Cli::try_parse_from(["shoprank", "--device", "tpu"]).is_err());
         assert!(Cli::try_parse_from(["shoprank", "--workers", "many"]).is_err());
+    }
+
+    #[test]
+    fn the_master_key_never_shows_in_debug_output() {
+        let args = Cli::try_parse_from(["shoprank", "--master-key", "sekrit-123"])
+            .unwrap()
+            .settings;
+        let s = Settings::load(&args).unwrap();
+        assert_eq!(
+            s.master_key.as_ref().map(|k| k.expose()),
+            Some("sekrit-123")
+        );
+        assert!(!format!("{s:?}").contains("sekrit-123"));
+        assert!(!toml::to_string(&s).unwrap().contains("sekrit-123"));
     }
 
     #[test]

@@ -32,6 +32,16 @@ pub trait EventStore: Send + Sync {
     fn delete_user(&self, user: &str) -> Result<usize>;
     /// Drops events with `ts < before`; returns how many were removed.
     fn expire(&self, before: i64) -> Result<usize>;
+    /// Every stored event of one user, in append order.
+    fn user_events(&self, user: &str) -> Result<Vec<Event>> {
+        let mut out = Vec::new();
+        self.scan(&mut |e| {
+            if e.user_id == user {
+                out.push(e);
+            }
+        })?;
+        Ok(out)
+    }
     /// Whether the last operation failed (for `/health`).
     fn failing(&self) -> bool {
         false
@@ -117,6 +127,22 @@ impl EventStore for RedbStore {
 
     fn expire(&self, before: i64) -> Result<usize> {
         self.with(|db| expire(db, before))
+    }
+
+    fn user_events(&self, user: &str) -> Result<Vec<Event>> {
+        self.with(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let table = tx.open_table(EVENTS).map_err(store_err)?;
+            let mut out = Vec::new();
+            for row in table
+                .range((user, 0)..=(user, u64::MAX))
+                .map_err(store_err)?
+            {
+                let (_, value) = row.map_err(store_err)?;
+                out.push(serde_json::from_slice(value.value()).map_err(store_err)?);
+            }
+            Ok(out)
+        })
     }
 
     fn failing(&self) -> bool {

@@ -85,6 +85,18 @@ impl Engine {
             .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))
     }
 
+    /// Everything stored about a user (their events and the profile built from them), for
+    /// a data-access request; `UserNotFound` when nothing is stored.
+    pub fn export_user(&self, user: &str) -> Result<serde_json::Value> {
+        let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let events = b.store.user_events(user)?;
+        if events.is_empty() {
+            return Err(Error::UserNotFound(user.chars().take(128).collect()));
+        }
+        let profile = self.user_profile(user).unwrap_or(serde_json::Value::Null);
+        Ok(serde_json::json!({"user_id": user, "events": events, "profile": profile}))
+    }
+
     /// Erases everything about a user, durably. Returns the number of events removed.
     pub fn delete_user(&self, user: &str) -> Result<usize> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;

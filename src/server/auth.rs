@@ -36,7 +36,9 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         "/products/{id}" if !write => Need::Key(Action::Search),
         "/products" | "/products/{id}" => Need::Key(Action::ProductsWrite),
         "/events" => Need::Key(Action::EventsWrite),
-        "/users" | "/users/{id}" | "/users/{id}/profile" => Need::Key(Action::Users),
+        "/users" | "/users/{id}" | "/users/{id}/profile" | "/users/{id}/export" => {
+            Need::Key(Action::Users)
+        }
         "/metrics" => Need::Key(Action::Admin),
         "/keys" | "/keys/{id}" => Need::Master,
         p if p.starts_with("/profiles") => Need::Key(Action::Profiles),
@@ -97,7 +99,9 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
     }
     let state_changing = !matches!(*req.method(), Method::GET | Method::HEAD);
     if let Some(o) = origin {
-        let same_site = host_of(o) == host_of(host) && !host.is_empty();
+        // Same origin: the page's scheme-less authority (host and port) is this server's.
+        let authority = o.split_once("://").map_or(o, |(_, rest)| rest);
+        let same_site = !host.is_empty() && authority.eq_ignore_ascii_case(host);
         if state_changing && !same_site && cors.is_none() {
             return Err(Error::Forbidden(format!(
                 "origin `{}` may not change state here (setting `cors_origins`)",
@@ -113,8 +117,9 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .filter(|t| !t.is_empty())
         .ok_or(Error::MissingKey)?;
     let caller = cfg.keys.verify(token, crate::util::now())?;
@@ -125,7 +130,13 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
     };
     if !allowed {
         let what = match need {
-            Need::Key(a) => serde_json::to_string(&a).unwrap_or_default(),
+            Need::Key(a) => format!(
+                "`{}`",
+                serde_json::to_value(a)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
             _ => "the master key".into(),
         };
         return Err(Error::Forbidden(format!(

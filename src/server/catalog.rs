@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{run_blocking, AppState};
 use crate::error::{Error, Result};
 use crate::index::{Outcome, Patch, ProductWrite};
-use crate::jobs::ReindexSpec;
+use crate::jobs::{JobStatus, ReindexSpec};
 
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -114,7 +114,36 @@ async fn reindex(state: web::Data<AppState>, payload: web::Payload) -> Result<Ht
     })?;
     spec.catalog = import_path(&state.config.import_dir, &spec.catalog)?;
     let status = state.engine.reindex(spec)?;
-    Ok(HttpResponse::Accepted().json(status))
+    Ok(HttpResponse::Accepted().json(shown(&state, status)))
+}
+
+/// A job's status with server paths replaced: the catalog by its name in the import
+/// folder, the data directory by `DATA_DIR` (in the error text and the report's path).
+fn shown(state: &AppState, mut s: JobStatus) -> JobStatus {
+    let hide = |text: &str| {
+        let mut t = text.to_string();
+        for (dir, name) in [
+            (&state.config.import_dir, ""),
+            (&state.engine.data_dir().to_path_buf(), "DATA_DIR/"),
+        ] {
+            for form in [dir.canonicalize().ok(), Some(dir.clone())]
+                .into_iter()
+                .flatten()
+            {
+                let prefix = format!("{}/", form.display());
+                if prefix.len() > 1 {
+                    t = t.replace(&prefix, name);
+                }
+            }
+        }
+        t
+    };
+    s.catalog = hide(&s.catalog);
+    s.error = s.error.as_deref().map(hide);
+    s.errors_file = s
+        .errors_file
+        .map(|p| PathBuf::from(hide(&p.display().to_string())));
+    s
 }
 
 /// The file `name` names inside the import folder: a relative name without `..`, that
@@ -127,7 +156,9 @@ fn import_path(dir: &Path, name: &Path) -> Result<PathBuf> {
         .chars()
         .take(200)
         .collect::<String>();
-    let plain = name.components().all(|c| matches!(c, Component::Normal(_)));
+    let plain = name
+        .components()
+        .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
     if !plain || name.as_os_str().is_empty() {
         return Err(Error::Forbidden(format!(
             "catalog `{shown}`: name a file inside the import folder (relative, no `..`)"
@@ -160,10 +191,10 @@ async fn rollback(state: web::Data<AppState>) -> Result<HttpResponse> {
 
 async fn job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
     let s = state.engine.job(&id)?;
-    Ok(HttpResponse::Ok().json(s))
+    Ok(HttpResponse::Ok().json(shown(&state, s)))
 }
 
 async fn cancel_job(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
     let s = state.engine.cancel_job(&id)?;
-    Ok(HttpResponse::Accepted().json(s))
+    Ok(HttpResponse::Accepted().json(shown(&state, s)))
 }

@@ -1,4 +1,4 @@
-//! `POST /events`, `GET /users/{id}/profile`, `DELETE /users/{id}`.
+//! `POST /events`, `GET /users/{id}/profile`, `GET /users/{id}/export`, `DELETE /users/{id}`.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::post().to(post_events))
         .route("/users/{id}/profile", web::get().to(profile))
+        .route("/users/{id}/export", web::get().to(export))
         .route("/users/{id}", web::delete().to(delete));
 }
 
@@ -36,6 +37,14 @@ async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Resul
 async fn profile(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
     let p = state.engine.user_profile(&id)?;
     Ok(HttpResponse::Ok().json(p))
+}
+
+/// Everything stored about a user: events and profile.
+async fn export(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+    let engine = state.engine.clone();
+    let user = id.into_inner();
+    let out = run_blocking(&state, move || engine.export_user(&user)).await?;
+    Ok(HttpResponse::Ok().json(out))
 }
 
 /// Erases a user durably; idempotent (an unknown user answers `deleted_events: 0`).

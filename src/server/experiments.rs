@@ -28,8 +28,9 @@ async fn report(state: web::Data<AppState>, id: web::Path<String>) -> Result<Htt
 async fn put(
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
+    let body = super::read_body(&state, payload, 256 << 10, Error::InvalidExperiment).await?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         Error::InvalidExperiment(format!(
             "body is not valid UTF-8 (byte {})",

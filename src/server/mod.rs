@@ -68,7 +68,7 @@ impl ServerConfig {
     /// From the settings; opens the data directory's key file when a master key is set.
     pub fn from_settings(s: &Settings) -> Result<Self> {
         let keys = match &s.master_key {
-            Some(m) if !m.is_empty() => Keys::open(&s.data_dir, Some(m))?,
+            Some(m) if !m.expose().is_empty() => Keys::open(&s.data_dir, Some(m.expose()))?,
             _ => Keys::disabled(),
         };
         Ok(ServerConfig {

@@ -42,13 +42,14 @@ async fn get(state: web::Data<AppState>, name: web::Path<String>) -> Result<Http
 async fn put(
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse> {
     let name = name.into_inner();
     let bad = |reason: String| Error::InvalidProfile {
         path: format!("PUT /profiles/{name}").into(),
         reason,
     };
+    let body = super::read_body(&state, payload, 256 << 10, bad).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| {
             bad(format!(

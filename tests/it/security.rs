@@ -198,6 +198,10 @@ async fn with_a_master_key_every_route_but_health_needs_a_key() {
     );
     let (s, _) = common::call(&state, bearer(search("口红"), MASTER)).await;
     assert_eq!(s, StatusCode::OK);
+    // The scheme name is case-insensitive (RFC 7235).
+    let lower = search("口红").insert_header(("authorization", format!("bearer {MASTER}")));
+    let (s, _) = common::call(&state, lower).await;
+    assert_eq!(s, StatusCode::OK);
     let (s, b) = common::call(&state, bearer(put(), MASTER)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
@@ -342,6 +346,17 @@ async fn a_cross_site_post_is_refused() {
         .insert_header(("content-type", "text/plain"))
         .set_payload(r#"{"catalog":"x.jsonl","force":true}"#);
     let (s, b) = common::call(&state, forged).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::FORBIDDEN, Some("forbidden")),
+        "{b}"
+    );
+    // A page on this machine but another port is another origin.
+    let other_port = atest::TestRequest::post()
+        .uri("/admin/reload")
+        .insert_header(("host", "127.0.0.1:8080"))
+        .insert_header(("origin", "http://127.0.0.1:3000"));
+    let (s, b) = common::call(&state, other_port).await;
     assert_eq!(
         (s, code(&b)),
         (StatusCode::FORBIDDEN, Some("forbidden")),
@@ -589,4 +604,88 @@ async fn health_reports_exhausted_slots_and_ready_fails() {
         (StatusCode::OK, Some("ok")),
         "{b}"
     );
+}
+
+/// Issue 12, defect 9: a binary file given to reindex wrote a 63 MB error report on every
+/// run, reports were never removed, and job errors showed absolute server paths.
+#[actix_web::test]
+async fn a_binary_catalog_writes_a_bounded_report_and_shows_no_server_path() {
+    let data = common::demo_index(None);
+    let engine = writable(data.path());
+    let state = AppState::new(engine.clone(), 64);
+    let import = data.path().join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    // 20,000 lines of bytes that are not JSON.
+    let junk: Vec<u8> = (0..20_000)
+        .flat_map(|i: u32| {
+            let mut line = vec![0xffu8, 0xfe, (i % 251) as u8];
+            line.extend(std::iter::repeat_n(b'\x01', 500));
+            line.push(b'\n');
+            line
+        })
+        .collect();
+    std::fs::write(import.join("binary.jsonl"), junk).unwrap();
+    let mut last = Value::Null;
+    for _ in 0..(shoprank::jobs::KEPT_REPORTS + 3) {
+        let req = atest::TestRequest::post()
+            .uri("/admin/reindex")
+            .set_payload(r#"{"catalog": "binary.jsonl"}"#);
+        let (s, b) = common::call(&state, req).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let id = b["id"].as_str().unwrap().to_string();
+        let status = wait_for_job(&engine, &id);
+        assert_eq!(status.state, "failed");
+        let (_, b) = common::call(
+            &state,
+            atest::TestRequest::get().uri(&format!("/admin/jobs/{id}")),
+        )
+        .await;
+        last = b;
+    }
+    let text = last.to_string();
+    let root = data.path().canonicalize().unwrap();
+    assert!(
+        !text.contains(&*root.to_string_lossy()) && !text.contains(&*data.path().to_string_lossy()),
+        "a server path is shown: {text}"
+    );
+    let jobs = data.path().join("jobs");
+    let reports: Vec<_> = std::fs::read_dir(&jobs)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".errors.jsonl"))
+        .collect();
+    assert!(
+        reports.len() <= shoprank::jobs::KEPT_REPORTS + 1,
+        "{} reports kept",
+        reports.len()
+    );
+    for r in reports {
+        let size = r.metadata().unwrap().len();
+        assert!(size < 1 << 20, "{} is {size} bytes", r.path().display());
+    }
+}
+
+/// Privacy: a shopper's data can be handed over (and, as before, erased) on request.
+#[actix_web::test]
+async fn a_users_data_exports_then_erases() {
+    let data = common::demo_index(None);
+    let store = data.path().join("events.redb");
+    let engine = Arc::new(common::open_engine_with_events(data.path(), &store));
+    let state = AppState::new(engine, 64);
+    let events = r#"[{"user_id":"u9","type":"view","product_id":"demo-001"},{"user_id":"u9","type":"search","query":"口红"},{"user_id":"u8","type":"view","product_id":"demo-002"}]"#;
+    let post = atest::TestRequest::post()
+        .uri("/events")
+        .set_payload(events);
+    let (s, b) = common::call(&state, post).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = common::call(&state, atest::TestRequest::get().uri("/users/u9/export")).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let got = b["events"].as_array().unwrap();
+    assert_eq!(got.len(), 2, "{b}");
+    assert!(got.iter().all(|e| e["user_id"] == "u9"));
+    assert_eq!(b["profile"]["events"], 2, "{b}");
+    let (s, _) = common::call(&state, atest::TestRequest::delete().uri("/users/u9")).await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = common::call(&state, atest::TestRequest::get().uri("/users/u9/export")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
