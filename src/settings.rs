@@ -80,8 +80,8 @@ impl Default for Settings {
             addr: "127.0.0.1:8080".into(),
             workers: 2,
             // Enough to keep every core busy with a short queue behind it; more only
-            // makes accepted searches wait (a request waits 200 ms for a slot, then 429).
-            max_in_flight: 8 * std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // makes accepted searches wait (a request waits 100 ms for a slot, then 429).
+            max_in_flight: 4 * std::thread::available_parallelism().map_or(2, |n| n.get()),
             retention_days: 365,
             commit_interval_ms: 500,
             gates: Gates::default(),

@@ -13,7 +13,6 @@ mod search;
 mod status;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,7 +29,7 @@ use crate::keys::{Caller, Keys};
 use crate::settings::Settings;
 
 /// How long a request waits for an in-flight slot before it is answered 429.
-const SLOT_WAIT: Duration = Duration::from_millis(200);
+const SLOT_WAIT: Duration = Duration::from_millis(100);
 
 /// What the HTTP layer enforces, from the settings.
 pub struct ServerConfig {
@@ -90,7 +89,7 @@ impl ServerConfig {
 pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
-    in_flight: Arc<AtomicUsize>,
+    slots: Arc<tokio::sync::Semaphore>,
     config: ServerConfig,
 }
 
@@ -105,40 +104,27 @@ impl AppState {
     pub fn with_config(engine: Arc<Engine>, config: ServerConfig) -> web::Data<AppState> {
         web::Data::new(AppState {
             engine,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             config,
         })
     }
 
     /// Blocking calls in flight now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.config
+            .max_in_flight
+            .saturating_sub(self.slots.available_permits())
     }
 
-    /// A slot for one blocking call: at once if one is free, else after waiting up to
-    /// [`SLOT_WAIT`]; `Overloaded` (429) past that.
-    async fn slot(&self) -> Result<Slot> {
-        let deadline = Instant::now() + SLOT_WAIT;
-        loop {
-            if self.in_flight.fetch_add(1, Ordering::AcqRel) < self.config.max_in_flight {
-                return Ok(Slot(self.in_flight.clone()));
-            }
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            if Instant::now() >= deadline {
-                return Err(Error::Overloaded);
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+    /// A slot for one blocking call: at once if one is free, else in arrival order within
+    /// [`SLOT_WAIT`]; `Overloaded` (429) past that. The slot is given back when dropped:
+    /// when the blocking call ends, whether it returned, panicked or its request was
+    /// dropped (a client that reset the connection).
+    async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            _ => Err(Error::Overloaded),
         }
-    }
-}
-
-/// One in-flight slot, given back when dropped: when the blocking call ends, whether it
-/// returned, panicked or its request was dropped (a client that reset the connection).
-struct Slot(Arc<AtomicUsize>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
