@@ -52,6 +52,10 @@ pub struct Settings {
     /// runs open and only on a loopback address. Never logged or shown.
     #[serde(skip_serializing)]
     pub master_key: Option<crate::util::Secret>,
+    /// Key of the HMAC pseudonyms stored in place of shopper ids (default: a random key
+    /// the data directory keeps in `user_id.secret`). Never logged or shown.
+    #[serde(skip_serializing)]
+    pub user_id_secret: Option<crate::util::Secret>,
     /// `Host` names the server answers (empty: this machine's names when open, any when
     /// a master key is set). Guards the open mode against DNS rebinding.
     pub allowed_hosts: Vec<String>,
@@ -89,6 +93,7 @@ impl Default for Settings {
             eval_queries: None,
             eval_qrels: None,
             master_key: None,
+            user_id_secret: None,
             allowed_hosts: Vec::new(),
             cors_origins: Vec::new(),
             import_dir: None,
@@ -162,6 +167,14 @@ pub struct SettingsArgs {
         hide_env_values = true
     )]
     pub master_key: Option<String>,
+    /// Key of the pseudonyms stored in place of shopper ids (prefer the variable).
+    #[arg(
+        long,
+        env = "SHOPRANK_USER_ID_SECRET",
+        global = true,
+        hide_env_values = true
+    )]
+    pub user_id_secret: Option<String>,
     /// `Host` names answered, comma-separated (`serve`).
     #[arg(
         long,
@@ -224,6 +237,10 @@ impl Settings {
         set(
             &mut s.master_key,
             a.master_key.map(|k| Some(crate::util::Secret::new(k))),
+        );
+        set(
+            &mut s.user_id_secret,
+            a.user_id_secret.map(|k| Some(crate::util::Secret::new(k))),
         );
         set(&mut s.allowed_hosts, a.allowed_hosts);
         set(&mut s.cors_origins, a.cors_origins);

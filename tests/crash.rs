@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use shoprank::behavior::{EventStore, RedbStore};
+use shoprank::behavior::{EventStore, Pseudonyms, RedbStore};
 use shoprank::index;
 use shoprank::util::Rng;
 
@@ -340,9 +340,15 @@ fn acknowledged_events_survive_sigkill() {
     server.kill();
 
     // The store itself holds exactly what the restarted server reported.
+    // The store holds pseudonyms, never the ids sent.
     let mut in_store = stored_counts(&data.join("events").join("events.redb"));
     in_store.retain(|_, n| *n > 0);
     served.retain(|_, n| *n > 0);
+    let pseudonyms = Pseudonyms::for_data_dir(&data).expect("the data dir's pseudonym key");
+    let served: BTreeMap<String, usize> = served
+        .into_iter()
+        .map(|(u, n)| (pseudonyms.of(&u), n))
+        .collect();
     assert_eq!(in_store, served);
 }
 

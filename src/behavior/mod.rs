@@ -7,6 +7,7 @@
 //! each one updates its user's in-memory profile at once (see `profile`).
 
 pub mod profile;
+pub mod pseudonym;
 pub mod store;
 mod tracker;
 
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use profile::{Personalization, UserProfile};
+pub use pseudonym::Pseudonyms;
 pub use store::{EventStore, RedbStore};
 pub use tracker::Tracker;
 

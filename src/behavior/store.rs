@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::RwLock;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::Event;
 use crate::error::{Error, Result};
@@ -42,11 +42,25 @@ pub trait EventStore: Send + Sync {
         })?;
         Ok(out)
     }
+    /// Whether the stored user ids are pseudonyms (a store written before pseudonyms
+    /// holds the ids as sent).
+    fn pseudonymized(&self) -> Result<bool> {
+        Ok(true)
+    }
+    /// Replaces every stored user id by `map(id)`, all at once, and marks the store as
+    /// pseudonymized; returns the number of events rewritten.
+    fn pseudonymize(&self, map: &dyn Fn(&str) -> String) -> Result<usize> {
+        let _ = map;
+        Err(Error::Store("this store cannot rewrite user ids".into()))
+    }
     /// Whether the last operation failed (for `/health`).
     fn failing(&self) -> bool {
         false
     }
 }
+
+/// Meta key: the stored user ids are pseudonyms (`behavior::pseudonym`).
+const PSEUDONYMIZED: &str = "user_ids_pseudonymized";
 
 /// The embedded store: one redb file.
 pub struct RedbStore {
@@ -69,8 +83,16 @@ impl RedbStore {
         }
         let db = Self::create(path)?;
         let tx = db.begin_write().map_err(store_err)?;
-        tx.open_table(EVENTS).map_err(store_err)?;
-        tx.open_table(META).map_err(store_err)?;
+        {
+            let events = tx.open_table(EVENTS).map_err(store_err)?;
+            let mut meta = tx.open_table(META).map_err(store_err)?;
+            // A new store holds pseudonyms from its first event.
+            if events.is_empty().map_err(store_err)?
+                && meta.get(PSEUDONYMIZED).map_err(store_err)?.is_none()
+            {
+                meta.insert(PSEUDONYMIZED, 1).map_err(store_err)?;
+            }
+        }
         tx.commit().map_err(store_err)?;
         Ok(RedbStore {
             path: path.to_path_buf(),
@@ -142,6 +164,43 @@ impl EventStore for RedbStore {
                 out.push(serde_json::from_slice(value.value()).map_err(store_err)?);
             }
             Ok(out)
+        })
+    }
+
+    fn pseudonymized(&self) -> Result<bool> {
+        self.with(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let meta = tx.open_table(META).map_err(store_err)?;
+            Ok(meta.get(PSEUDONYMIZED).map_err(store_err)?.is_some())
+        })
+    }
+
+    fn pseudonymize(&self, map: &dyn Fn(&str) -> String) -> Result<usize> {
+        self.with(|db| {
+            let tx = db.begin_write().map_err(store_err)?;
+            let mut n = 0;
+            {
+                let mut table = tx.open_table(EVENTS).map_err(store_err)?;
+                let mut rows: Vec<(u64, Event)> = Vec::new();
+                for row in table.iter().map_err(store_err)? {
+                    let (key, value) = row.map_err(store_err)?;
+                    let event: Event = serde_json::from_slice(value.value()).map_err(store_err)?;
+                    rows.push((key.value().1, event));
+                }
+                table.retain(|_, _| false).map_err(store_err)?;
+                for (seq, mut e) in rows {
+                    e.user_id = map(&e.user_id);
+                    let bytes = serde_json::to_vec(&e).map_err(store_err)?;
+                    table
+                        .insert((e.user_id.as_str(), seq), bytes.as_slice())
+                        .map_err(store_err)?;
+                    n += 1;
+                }
+                let mut meta = tx.open_table(META).map_err(store_err)?;
+                meta.insert(PSEUDONYMIZED, 1).map_err(store_err)?;
+            }
+            tx.commit().map_err(store_err)?;
+            Ok(n)
         })
     }
 

@@ -21,6 +21,9 @@ pub fn open_engine(settings: &Settings) -> anyhow::Result<Engine> {
         Err(reason) => (None, Some(reason)),
     };
     let mut engine = Engine::open(&settings.data_dir, encoder, note)?;
+    if let Some(secret) = &settings.user_id_secret {
+        engine.set_user_id_secret(secret.expose());
+    }
     engine.set_text_sources(TextSources {
         user_dict: Some(settings.user_dict.clone()),
         synonyms: Some(settings.synonyms.clone()),

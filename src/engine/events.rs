@@ -24,6 +24,10 @@ impl Engine {
                 );
             }
         }
+        if !store.pseudonymized()? {
+            let n = store.pseudonymize(&|id| self.pseudonyms.of(id))?;
+            tracing::info!(events = n, "stored user ids replaced by their pseudonyms");
+        }
         let mut events = Vec::new();
         store.scan(&mut |e| events.push(e))?;
         let behavior = Tracker {
@@ -45,7 +49,7 @@ impl Engine {
 
     /// Stores events durably, then updates their users' profiles. Returns (stored, dropped
     /// as older than the retention window).
-    pub fn record_events(&self, events: Vec<Event>) -> Result<(usize, usize)> {
+    pub fn record_events(&self, mut events: Vec<Event>) -> Result<(usize, usize)> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
         let now = crate::util::now();
         for (i, e) in events.iter().enumerate() {
@@ -53,6 +57,10 @@ impl Engine {
                 index: Some(i),
                 reason,
             })?;
+        }
+        // Only pseudonyms go to the store, the profiles and the experiment logs.
+        for e in &mut events {
+            e.user_id = self.pseudonyms.of(&e.user_id);
         }
         let total = events.len();
         let events: Vec<Event> = match b.retention_secs {
@@ -79,17 +87,28 @@ impl Engine {
     pub fn user_profile(&self, user: &str) -> Result<serde_json::Value> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
         let users = b.users.read().unwrap_or_else(|e| e.into_inner());
-        users
-            .get(user)
+        let mut summary = users
+            .get(&self.pseudonyms.of(user))
             .map(UserProfile::summary)
-            .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))
+            .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))?;
+        // Shown with the id asked for; stored under the pseudonym.
+        summary["user_id"] = serde_json::json!(user);
+        if let Some(recent) = summary["recent_events"].as_array_mut() {
+            for e in recent {
+                e["user_id"] = serde_json::json!(user);
+            }
+        }
+        Ok(summary)
     }
 
     /// Everything stored about a user (their events and the profile built from them), for
     /// a data-access request; `UserNotFound` when nothing is stored.
     pub fn export_user(&self, user: &str) -> Result<serde_json::Value> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
-        let events = b.store.user_events(user)?;
+        let mut events = b.store.user_events(&self.pseudonyms.of(user))?;
+        for e in &mut events {
+            e.user_id = user.to_string();
+        }
         if events.is_empty() {
             return Err(Error::UserNotFound(user.chars().take(128).collect()));
         }
@@ -101,11 +120,12 @@ impl Engine {
     pub fn delete_user(&self, user: &str) -> Result<usize> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
         let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = b.store.delete_user(user)?;
+        let pseudonym = self.pseudonyms.of(user);
+        let removed = b.store.delete_user(&pseudonym)?;
         b.users
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(user);
+            .remove(&pseudonym);
         Ok(removed)
     }
 

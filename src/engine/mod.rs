@@ -67,6 +67,8 @@ pub struct Engine {
     jobs: Jobs,
     /// Process metrics.
     pub metrics: Metrics,
+    /// Shopper ids -> the pseudonyms stored and logged in their place.
+    pseudonyms: crate::behavior::Pseudonyms,
 }
 
 /// Write state of an engine that owns its data directory.
@@ -136,6 +138,7 @@ impl Engine {
             live: Mutex::new(None),
             jobs: Jobs::default(),
             metrics: Metrics::default(),
+            pseudonyms: crate::behavior::Pseudonyms::for_data_dir(data_dir)?,
         })
     }
 
@@ -180,6 +183,13 @@ impl Engine {
             profiles: self.profiles().names(),
             query_cache: self.encoder.as_ref().map(|e| e.query_cache()),
         }
+    }
+
+    /// Stores and logs shopper ids as HMAC pseudonyms under `secret` (the setting
+    /// `user_id_secret`) instead of the data directory's own key. Call before
+    /// [`Engine::attach_events`].
+    pub fn set_user_id_secret(&mut self, secret: &str) {
+        self.pseudonyms = crate::behavior::Pseudonyms::new(secret);
     }
 
     /// The data directory.

@@ -137,7 +137,7 @@ impl Engine {
         let t = Instant::now();
         let span = tracing::debug_span!("rank").entered();
         let personal = match (&req.user, &self.behavior) {
-            (Some(user), Some(b)) => b.context(user),
+            (Some(user), Some(b)) => b.context(&self.pseudonyms.of(user)),
             _ => None,
         };
         let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);

@@ -166,7 +166,8 @@ impl Engine {
             tracing::warn!(experiment = %a.id, "an arm's profile is gone; serving the default");
             return self.search(req);
         }
-        let user = req.user.clone().unwrap_or_default();
+        // The arm comes from the id (no state); the log keeps only the pseudonym.
+        let user = self.pseudonyms.of(req.user.as_deref().unwrap_or_default());
         let run = |profile: &str| {
             let mut r = req.clone();
             r.profile = Some(profile.to_string());

@@ -689,3 +689,71 @@ async fn a_users_data_exports_then_erases() {
     let (s, _) = common::call(&state, atest::TestRequest::get().uri("/users/u9/export")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// Privacy: the event store holds HMAC pseudonyms, never the shopper ids sent; a store
+/// written before pseudonyms is rewritten when it is opened; profiles, export and erasure
+/// still work by the id.
+#[actix_web::test]
+async fn shopper_ids_are_stored_as_pseudonyms() {
+    use shoprank::behavior::{Event, EventStore, EventType, RedbStore};
+    let data = common::demo_index(None);
+    let store_path = data.path().join("events.redb");
+    // A store as this release's predecessor wrote it: the same tables, a clear id, no
+    // pseudonym marker.
+    {
+        let db = redb::Database::create(&store_path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let events: redb::TableDefinition<(&str, u64), &[u8]> =
+                redb::TableDefinition::new("events");
+            let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+            let event = Event {
+                user_id: "old-shopper".into(),
+                kind: EventType::View,
+                product_id: Some("demo-001".into()),
+                query: None,
+                ts: shoprank::util::now(),
+            };
+            let bytes = serde_json::to_vec(&event).unwrap();
+            tx.open_table(events)
+                .unwrap()
+                .insert(("old-shopper", 0), bytes.as_slice())
+                .unwrap();
+            tx.open_table(meta).unwrap().insert("next_seq", 1).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let engine = Arc::new(common::open_engine_with_events(data.path(), &store_path));
+    let state = AppState::new(engine.clone(), 64);
+    let post = atest::TestRequest::post()
+        .uri("/events")
+        .set_payload(r#"{"user_id":"alice@example.com","type":"view","product_id":"demo-002"}"#);
+    let (s, b) = common::call(&state, post).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    for user in ["old-shopper", "alice@example.com"] {
+        let uri = format!("/users/{}/profile", common::urlencode(user));
+        let (s, b) = common::call(&state, atest::TestRequest::get().uri(&uri)).await;
+        assert_eq!(
+            (s, b["user_id"].as_str()),
+            (StatusCode::OK, Some(user)),
+            "{b}"
+        );
+    }
+    drop(state);
+    drop(engine);
+    let store = RedbStore::open(&store_path).unwrap();
+    let mut ids = Vec::new();
+    store.scan(&mut |e| ids.push(e.user_id)).unwrap();
+    assert_eq!(ids.len(), 2);
+    assert!(
+        ids.iter()
+            .all(|id| id.starts_with("u_") && !id.contains("alice") && !id.contains("old")),
+        "{ids:?}"
+    );
+    let bytes = std::fs::read(&store_path).unwrap();
+    let needle = b"alice@example.com";
+    assert!(
+        !bytes.windows(needle.len()).any(|w| w == needle),
+        "the clear id is in the file"
+    );
+}

@@ -1,0 +1,107 @@
+//! Shopper ids at rest: a user id -> an HMAC-SHA256 pseudonym under a secret key, so the
+//! event store and the experiment logs never hold the ids a shop sends. The same id always
+//! maps to the same pseudonym (profiles and A/B attribution still work); without the key
+//! a pseudonym cannot be turned back into the id, nor a guessed id checked against it.
+//!
+//! The key is `user_id_secret` from the settings, or else a random key the data directory
+//! keeps in `user_id.secret` (created 0600 on first use). Losing or changing the key
+//! orphans every stored profile (the events stay, under pseudonyms nobody maps to).
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The file a data directory keeps its pseudonym key in.
+pub const SECRET_FILE: &str = "user_id.secret";
+
+/// Maps user ids to their pseudonyms.
+#[derive(Clone)]
+pub struct Pseudonyms {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for Pseudonyms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pseudonyms(<key hidden>)")
+    }
+}
+
+impl Pseudonyms {
+    /// Pseudonyms under `secret`.
+    pub fn new(secret: &str) -> Self {
+        Pseudonyms {
+            key: secret.as_bytes().to_vec(),
+        }
+    }
+
+    /// The data directory's key: read from `user_id.secret`, or created there.
+    pub fn for_data_dir(data_dir: &Path) -> Result<Self> {
+        let path = data_dir.join(SECRET_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => return Ok(Self::new(text.trim())),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random)
+            .map_err(|e| Error::Internal(format!("no random source: {e}")))?;
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, e))?;
+        crate::util::write_atomic(&path, secret.as_bytes())?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self::new(&secret))
+    }
+
+    /// The pseudonym of `user`: `u_` and the first 128 bits of HMAC-SHA256(key, user),
+    /// hex (RFC 2104).
+    pub fn of(&self, user: &str) -> String {
+        const BLOCK: usize = 64;
+        let mut key = [0u8; BLOCK];
+        if self.key.len() > BLOCK {
+            key[..32].copy_from_slice(&Sha256::digest(&self.key));
+        } else {
+            key[..self.key.len()].copy_from_slice(&self.key);
+        }
+        let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+        let inner = Sha256::new()
+            .chain_update(pad(0x36))
+            .chain_update(user.as_bytes())
+            .finalize();
+        let mac = Sha256::new()
+            .chain_update(pad(0x5c))
+            .chain_update(inner)
+            .finalize();
+        let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();
+        format!("u_{hex}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_are_hmac_sha256_stable_and_keyed() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        let p = Pseudonyms::new("Jefe");
+        assert_eq!(
+            p.of("what do ya want for nothing?"),
+            "u_5bdcc146bf60754e6a042426089575c7"
+        );
+        assert_eq!(p.of("u1"), p.of("u1"));
+        assert_ne!(p.of("u1"), p.of("u2"));
+        assert_ne!(p.of("u1"), Pseudonyms::new("other").of("u1"));
+        let dir = tempfile::tempdir().unwrap();
+        let a = Pseudonyms::for_data_dir(dir.path()).unwrap();
+        let b = Pseudonyms::for_data_dir(dir.path()).unwrap();
+        assert_eq!(a.of("shopper"), b.of("shopper"));
+        let mode = std::fs::metadata(dir.path().join(SECRET_FILE)).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(mode.permissions().mode() & 0o777, 0o600);
+    }
+}
