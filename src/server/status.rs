@@ -1,9 +1,9 @@
 //! `GET /products/{id}`, `GET /health`, `GET /ready`, `GET /metrics`, `POST /admin/reload`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::AppState;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Routes of this file.
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -14,8 +14,19 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/reload", web::post().to(reload));
 }
 
-async fn product(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
+/// A product; a storefront key sees only products its fixed filters admit (any other
+/// answers 404, as if it did not exist).
+async fn product(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse> {
     let p = state.engine.product(&id)?;
+    if let Some(fixed) = super::caller(&http).as_ref().and_then(|c| c.filters()) {
+        if !fixed.apply(Default::default())?.matches(&p) {
+            return Err(Error::ProductNotFound(id.chars().take(256).collect()));
+        }
+    }
     Ok(HttpResponse::Ok().json(p))
 }
 

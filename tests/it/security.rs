@@ -290,12 +290,24 @@ async fn a_storefront_key_cannot_widen_its_filters() {
         common::urlencode("口红"),
         common::urlencode("完美日记")
     ));
+    let mine = hits[0]["id"].as_str().unwrap().to_string();
     let (s, b) = common::call(&state, bearer(other, &key)).await;
     assert_eq!(
         (s, code(&b)),
         (StatusCode::FORBIDDEN, Some("forbidden")),
         "{b}"
     );
+    // Products of other brands do not exist for this key.
+    let get = |id: &str| atest::TestRequest::get().uri(&format!("/products/{id}"));
+    let (s, _) = common::call(&state, bearer(get(&mine), &key)).await;
+    assert_eq!(s, StatusCode::OK);
+    let theirs = common::demo_products()
+        .into_iter()
+        .find(|p| !p.brand.contains("兰蔻"))
+        .unwrap()
+        .id;
+    let (s, _) = common::call(&state, bearer(get(&theirs), &key)).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
 #[actix_web::test]
