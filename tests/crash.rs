@@ -16,7 +16,7 @@
 //! got a 200; the process is killed with SIGKILL, restarted on the same data dir, and the
 //! state is checked against what was acknowledged.
 //!
-//! Size: ~1,050 lines; one suite of real processes killed and restarted, with its own
+//! Size: ~1,160 lines; one suite of real processes killed, flooded and restarted, with its own
 //! server harness, kept apart from `tests/it/` (as tantivy keeps its failpoint tests).
 
 mod common;

@@ -1,6 +1,8 @@
 //! Catalog jobs: incremental writes (ordered, idempotent, durable, searchable after a
 //! commit), background rebuilds with gates, live swap under load, writes taken during a
 //! rebuild, cancellation, rollback and the embedding cache.
+//!
+//! Size: ~650 lines, one suite: writes, rebuilds, gates and rollback share their helpers.
 
 use crate::common;
 

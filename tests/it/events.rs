@@ -1,6 +1,8 @@
 //! Behavior events over HTTP through actix's test service: `POST /events`, the user
 //! profile, erasure, and what a profile does to `GET /search`. The engine runs on the demo
 //! catalog without a model, with a redb event store in the data dir's temp folder.
+//!
+//! Size: ~680 lines, one suite over one event store and its helpers.
 
 use crate::common;
 

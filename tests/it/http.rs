@@ -1,4 +1,6 @@
 //! The HTTP API through actix's test service, on the demo catalog indexed without a model.
+//!
+//! Size: ~630 lines, one suite over one demo index and its helpers.
 
 use crate::common;
 
