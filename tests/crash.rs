@@ -92,11 +92,7 @@ impl Server {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log_file);
-            for (key, _) in std::env::vars_os() {
-                if key.to_string_lossy().starts_with("SHOPRANK_") {
-                    cmd.env_remove(key);
-                }
-            }
+            without_shoprank_env(&mut cmd);
             cmd.envs(env.iter().copied());
             let mut server = Server {
                 child: cmd.spawn().expect("the shoprank binary starts"),
@@ -135,6 +131,15 @@ impl Server {
 
     fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Clears the caller's `SHOPRANK_*` variables from `cmd`, so only what a test sets counts.
+fn without_shoprank_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("SHOPRANK_") {
+            cmd.env_remove(key);
+        }
     }
 }
 
@@ -976,11 +981,7 @@ fn rebuild_killed_midway_leaves_the_old_generation_live() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).expect("index log"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SHOPRANK_") {
-            cmd.env_remove(key);
-        }
-    }
+    without_shoprank_env(&mut cmd);
     let mut child = cmd.spawn().expect("shoprank index starts");
     let t = Instant::now();
     let building = wait_for_building(
@@ -1144,11 +1145,7 @@ fn serve_refuses_a_public_address_without_a_master_key() {
     let data = dir.path().join("data");
     common::build_index(&data, common::demo_products(), None);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoprank"));
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("SHOPRANK_") {
-            cmd.env_remove(key);
-        }
-    }
+    without_shoprank_env(&mut cmd);
     let out = cmd
         .args(["serve", "--addr", "0.0.0.0:0", "--data-dir"])
         .arg(&data)
