@@ -83,6 +83,14 @@ struct Writes {
 
 /// Loads the encoder named by the settings; `Err(reason)` says why there is none.
 pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+    if !settings.manifest.exists() {
+        return Err(format!(
+            "no model manifest at {} (nor in SHOPRANK_HOME, the XDG data folder, \
+             /usr/local/share/shoprank, /usr/share/shoprank or above the binary): \
+             pass --manifest or set SHOPRANK_HOME to a folder with models/manifest.toml",
+            settings.manifest.display()
+        ));
+    }
     let mut config = EncoderConfig::from_manifest(&settings.manifest).map_err(|e| e.to_string())?;
     if let Some(dir) = &settings.model_dir {
         config.dir = dir.clone();

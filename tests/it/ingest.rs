@@ -268,8 +268,9 @@ fn formats_by_name_and_extension() {
 
 // ---- through the command line ---------------------------------------------------------
 
-/// Runs the `shoprank` binary from the crate root (where the default schema path points),
-/// without any SHOPRANK_* variable of the calling environment.
+/// Runs the `shoprank` binary from the data directory, outside the checkout (a built
+/// binary runs from anywhere: the schema is compiled in, the manifest and text files are
+/// found above the binary), without any SHOPRANK_* variable of the calling environment.
 fn shoprank(data_dir: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoprank"));
     for (key, _) in std::env::vars() {
@@ -277,7 +278,7 @@ fn shoprank(data_dir: &Path, args: &[&str]) -> Output {
             cmd.env_remove(key);
         }
     }
-    cmd.current_dir(common::root())
+    cmd.current_dir(data_dir)
         .env("RUST_LOG", "warn")
         .arg("--data-dir")
         .arg(data_dir)
