@@ -285,6 +285,9 @@ def main():
             if mode == "open":
                 t = time.time()
                 reset_flood(server.port, args.resets)
+                # Requests still queued for a slot when their client reset give up within
+                # the slot wait (100 ms); a leak would never give the slots back.
+                time.sleep(0.3)
                 ok, why = search_ok(server.port)
                 print(f"[open] {args.resets} reset searches in {time.time() - t:.1f}s; search after: {why}")
                 if not ok:

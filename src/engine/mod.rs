@@ -30,6 +30,7 @@ use crate::suggest::{Suggester, Suggestion};
 
 mod events;
 mod request;
+mod rerank;
 mod search;
 mod text;
 mod tuning;
@@ -39,6 +40,7 @@ pub use request::{
     AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
     MAX_PAGE_SIZE,
 };
+pub use rerank::{RerankDocument, RerankRequest, Reranked, MAX_RERANK_DOCUMENTS};
 pub use text::{suggest_log_path, TextSources};
 
 use crate::behavior::Tracker;

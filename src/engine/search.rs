@@ -20,7 +20,7 @@ impl Engine {
 
     /// [`intent::understand`] with this engine's text resources and the categories
     /// shoppers clicked after the same query.
-    fn understand(
+    pub(super) fn understand(
         &self,
         gen: &Generation,
         query: &str,

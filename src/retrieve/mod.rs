@@ -219,21 +219,8 @@ pub fn candidates(
         .filter(|c| !c.from_bm25)
         .map(|c| c.ord)
         .collect();
-    if let (Some(q), false) = (&text_query, missing.is_empty()) {
-        // One term lookup per row: a TermSetQuery streams the whole `ord` dictionary
-        // through its automaton (6% of a 100k-product server's CPU in perf).
-        let rows: Vec<(Occur, Box<dyn Query>)> = missing
-            .iter()
-            .map(|&o| {
-                let term = Term::from_field_u64(gen.fields.ord, o as u64);
-                let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
-                (Occur::Should, q)
-            })
-            .collect();
-        let restrict: Box<dyn Query> =
-            Box::new(ConstScoreQuery::new(Box::new(BooleanQuery::new(rows)), 0.0));
-        let q = with_filters(q.box_clone(), vec![restrict]);
-        for (ord, score) in top_ords(searcher, &*q, missing.len())? {
+    if let Some(q) = &text_query {
+        for (ord, score) in bm25_of_rows(gen, &**q, &missing)? {
             if let Some(c) = found.get_mut(&ord) {
                 c.bm25 = score;
             }
@@ -242,6 +229,58 @@ pub fn candidates(
     let mut out: Vec<Candidate> = found.into_values().collect();
     out.sort_by_key(|c| c.ord);
     Ok(out)
+}
+
+/// Candidates for exactly the live rows `ords` (a caller's own candidate list, as the
+/// rerank API gets it): each row's exact BM25 and, with a query vector, its similarity.
+pub fn score_rows(
+    gen: &Generation,
+    words: &QueryWords,
+    query_vector: Option<&[f32]>,
+    boosts: &Boosts,
+    ords: &[u32],
+) -> Result<Vec<Candidate>> {
+    let bm25: HashMap<u32, f32> = match text_query(gen, words, boosts) {
+        Some(q) => bm25_of_rows(gen, &*q, ords)?.into_iter().collect(),
+        None => HashMap::new(),
+    };
+    Ok(ords
+        .iter()
+        .map(|&ord| Candidate {
+            ord,
+            bm25: bm25.get(&ord).copied().unwrap_or(0.0),
+            semantic: gen
+                .vectors
+                .as_ref()
+                .zip(query_vector)
+                .map(|(v, q)| v.dot(ord as usize, q)),
+            from_bm25: bm25.contains_key(&ord),
+            from_vector: false,
+        })
+        .collect())
+}
+
+/// The exact BM25 score of `query` for each of `rows` that matches it.
+fn bm25_of_rows(gen: &Generation, query: &dyn Query, rows: &[u32]) -> Result<Vec<(u32, f32)>> {
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One term lookup per row: a TermSetQuery streams the whole `ord` dictionary
+    // through its automaton (6% of a 100k-product server's CPU in perf).
+    let terms: Vec<(Occur, Box<dyn Query>)> = rows
+        .iter()
+        .map(|&o| {
+            let term = Term::from_field_u64(gen.fields.ord, o as u64);
+            let q: Box<dyn Query> = Box::new(TermQuery::new(term, IndexRecordOption::Basic));
+            (Occur::Should, q)
+        })
+        .collect();
+    let restrict: Box<dyn Query> = Box::new(ConstScoreQuery::new(
+        Box::new(BooleanQuery::new(terms)),
+        0.0,
+    ));
+    let q = with_filters(query.box_clone(), vec![restrict]);
+    top_ords(&gen.searcher, &*q, rows.len())
 }
 
 /// One boosted disjunction of the query's words per searchable field; `None` when the

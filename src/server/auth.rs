@@ -33,6 +33,7 @@ pub fn need(method: &Method, pattern: &str) -> Need {
     match pattern {
         "/health" | "/ready" | "/" | "/console" | "unmatched" => Need::Open,
         "/search" | "/compare" | "/analyze" | "/suggest" => Need::Key(Action::Search),
+        "/v1/rerank" | "/v2/rerank" | "/v1/embeddings" => Need::Key(Action::Search),
         "/products/{id}" if !write => Need::Key(Action::Search),
         "/products" | "/products/{id}" => Need::Key(Action::ProductsWrite),
         "/events" => Need::Key(Action::EventsWrite),

@@ -9,6 +9,7 @@ mod events;
 mod experiments;
 mod keys;
 mod profiles;
+mod rerank;
 mod search;
 mod status;
 
@@ -183,6 +184,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(experiments::configure)
     .configure(status::configure)
     .configure(keys::configure)
+    .configure(rerank::configure)
     .default_service(web::to(error::not_found));
 }
 

@@ -14,6 +14,7 @@ mod ingest;
 mod intent;
 mod layers;
 mod profiles;
+mod rerank;
 mod security;
 mod taobao_replay;
 mod tuning;
