@@ -119,8 +119,10 @@ try {
     const bars = await page.$$eval("#results li.hit .bars .track", (els) => els.length);
     assert(bars > 0, "no explain bars rendered");
     if (user) {
+      // The list shows the pseudonyms ids are stored under; the profile names this one's.
+      const profile = await (await fetch(`${origin}/users/${encodeURIComponent(user)}/profile`)).json();
       const users = await page.$$eval("#users-list option", (els) => els.map((e) => e.value));
-      assert(users.includes(user), `user ${user} is not offered by the user selector (${users.join(",")})`);
+      assert(users.includes(profile.pseudonym), `user ${user} (${profile.pseudonym}) is not offered by the user selector (${users.join(",")})`);
       assert(/personalized yes/.test(await page.textContent("#summary")), `search as ${user} is not personalized`);
     }
     const total = await page.textContent("#summary");

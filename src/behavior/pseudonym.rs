@@ -57,9 +57,20 @@ impl Pseudonyms {
         Ok(Self::new(&secret))
     }
 
+    /// Whether `id` has a pseudonym's form (`u_` and 32 lowercase hex digits).
+    pub fn is_pseudonym(id: &str) -> bool {
+        id.strip_prefix("u_").is_some_and(|h| {
+            h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        })
+    }
+
     /// The pseudonym of `user`: `u_` and the first 128 bits of HMAC-SHA256(key, user),
-    /// hex (RFC 2104).
+    /// hex (RFC 2104). An id that already has a pseudonym's form is taken as one (so the
+    /// ids `GET /users` lists work as `user=` too).
     pub fn of(&self, user: &str) -> String {
+        if Self::is_pseudonym(user) {
+            return user.to_string();
+        }
         const BLOCK: usize = 64;
         let mut key = [0u8; BLOCK];
         if self.key.len() > BLOCK {
@@ -94,6 +105,10 @@ mod tests {
             "u_5bdcc146bf60754e6a042426089575c7"
         );
         assert_eq!(p.of("u1"), p.of("u1"));
+        let listed = p.of("u1");
+        assert!(Pseudonyms::is_pseudonym(&listed));
+        assert_eq!(p.of(&listed), listed, "a listed pseudonym maps to itself");
+        assert!(!Pseudonyms::is_pseudonym("u_123") && !Pseudonyms::is_pseudonym("shopper-1"));
         assert_ne!(p.of("u1"), p.of("u2"));
         assert_ne!(p.of("u1"), Pseudonyms::new("other").of("u1"));
         let dir = tempfile::tempdir().unwrap();

@@ -91,8 +91,9 @@ impl Engine {
             .get(&self.pseudonyms.of(user))
             .map(UserProfile::summary)
             .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))?;
-        // Shown with the id asked for; stored under the pseudonym.
+        // Shown with the id asked for and the pseudonym it is stored (and listed) under.
         summary["user_id"] = serde_json::json!(user);
+        summary["pseudonym"] = serde_json::json!(self.pseudonyms.of(user));
         if let Some(recent) = summary["recent_events"].as_array_mut() {
             for e in recent {
                 e["user_id"] = serde_json::json!(user);
