@@ -60,7 +60,9 @@ impl Pseudonyms {
     /// Whether `id` has a pseudonym's form (`u_` and 32 lowercase hex digits).
     pub fn is_pseudonym(id: &str) -> bool {
         id.strip_prefix("u_").is_some_and(|h| {
-            h.len() == 32 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            h.len() == 32
+                && h.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
     }
 
