@@ -42,6 +42,7 @@ ROUTES = [
     ("POST", "/admin/rollback"), ("GET", "/admin/jobs/x"), ("DELETE", "/admin/jobs/x"),
     ("POST", "/admin/reload"), ("GET", "/metrics"), ("GET", "/health"), ("GET", "/ready"),
     ("POST", "/keys"), ("GET", "/keys"), ("DELETE", "/keys/x"), ("GET", "/nope"),
+    ("POST", "/v1/rerank"), ("POST", "/v2/rerank"), ("POST", "/v1/embeddings"),
 ]
 
 PARAMS = ["q", "size", "page", "brand", "category", "price_min", "price_max", "in_stock",
@@ -67,6 +68,9 @@ def junk_body(rng):
         json.dumps([{"user_id": "u", "type": "view", "product_id": "demo-001",
                      "ts": 10**15}]).encode(),
         json.dumps({"actions": ["everything"]}).encode(),
+        json.dumps({"query": "口红", "documents": [{"id": "demo-001"}, 7, None] * 400}).encode(),
+        json.dumps({"query": "口红" * 300, "documents": ["a"], "top_n": -1}).encode(),
+        json.dumps({"input": ["x" * 50_000] * 3, "encoding_format": "base64"}).encode(),
         json.dumps({"id": "p", "title": "t", "price": -1, "colour": "red"}).encode(),
         json.dumps({"price": "cheap", "updated_at": 4_000_000_000}).encode(),
         b"[weights]\nbm25 = 'x'\n", b"[arms]\na = 1\n",

@@ -141,6 +141,11 @@ pub enum Error {
     /// Rollback asked for, but there is no previous generation.
     #[error("no previous generation to roll back to")]
     NoPreviousGeneration,
+    /// The request needs the model, and this server runs without one.
+    #[error(
+        "this server runs without a model (semantic features are off): vectors cannot be computed"
+    )]
+    NoModel,
     /// Too many searches are waiting; retry shortly.
     #[error("server busy: too many requests in flight, retry shortly")]
     Overloaded,
@@ -226,6 +231,7 @@ impl Error {
             Error::ReadOnly(_) => ("read_only", Internal, 503),
             Error::NoEvalSet => ("no_eval_set", Internal, 503),
             Error::NoEventStore => ("no_event_store", Internal, 503),
+            Error::NoModel => ("no_model", Internal, 503),
             Error::NoIndex(_) => ("no_index", Internal, 503),
             Error::Config(_) => ("invalid_configuration", Internal, 500),
             Error::CudaNotCompiled => ("cuda_not_compiled", Internal, 500),
@@ -313,8 +319,9 @@ mod tests {
             Error::KeyNotFound("a1b2c3".into()),
             Error::RequestTimeout(10),
             Error::NoPreviousGeneration,
+            Error::NoModel,
         ];
-        let mut seen = [false; 35];
+        let mut seen = [false; 36];
         for e in &samples {
             let i = match e {
                 Error::InvalidQuery(_) => 0,
@@ -352,6 +359,7 @@ mod tests {
                 Error::KeyNotFound(_) => 32,
                 Error::RequestTimeout(_) => 33,
                 Error::NoPreviousGeneration => 34,
+                Error::NoModel => 35,
             };
             seen[i] = true;
         }

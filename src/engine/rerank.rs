@@ -195,15 +195,9 @@ impl Engine {
     }
 
     /// Vectors of `texts`: as queries (with the model's query prefix) or as documents.
-    /// `Err` without a model.
+    /// `NoModel` without a model (the reason, with its paths, is in the log and `/health`).
     pub fn embed(&self, texts: &[String], as_queries: bool) -> Result<Vec<Vec<f32>>> {
-        let e = self.encoder.as_ref().ok_or_else(|| Error::Model {
-            path: "models".into(),
-            reason: self
-                .semantic_note
-                .clone()
-                .unwrap_or_else(|| "no model is loaded".into()),
-        })?;
+        let e = self.encoder.as_ref().ok_or(Error::NoModel)?;
         if as_queries {
             texts.iter().map(|t| e.encode_query(t)).collect()
         } else {
