@@ -306,11 +306,12 @@ def main():
                 for s in socks:
                     s.settimeout(5)
                     try:
-                        cut += s.recv(64).startswith(b"HTTP/1.1 408")
+                        head = s.recv(64)
+                        cut += head.startswith(b"HTTP/1.1 408") or head.startswith(b"HTTP/1.1 429")
                     except OSError:
                         pass
                     s.close()
-                print(f"[open] stalled uploads answered 408 after the body timeout: {cut}/{args.slow}")
+                print(f"[open] stalled uploads cut off (429 past the body budget, or 408 after the body timeout): {cut}/{args.slow}")
                 if cut < args.slow * 0.9:
                     findings.append(f"only {cut}/{args.slow} stalled uploads were cut off")
             server.stop()

@@ -66,6 +66,8 @@ pub struct Settings {
     pub import_dir: Option<PathBuf>,
     /// Seconds to wait for a request's headers or body before answering 408.
     pub body_timeout_secs: u64,
+    /// MiB of request bodies buffered at once across all requests; past it, 429.
+    pub body_buffer_mb: usize,
     /// Their judgments (TREC qrels).
     pub eval_qrels: Option<PathBuf>,
 }
@@ -98,6 +100,7 @@ impl Default for Settings {
             cors_origins: Vec::new(),
             import_dir: None,
             body_timeout_secs: 10,
+            body_buffer_mb: 256,
         }
     }
 }
@@ -197,6 +200,9 @@ pub struct SettingsArgs {
     /// Seconds to wait for a request's headers or body (`serve`).
     #[arg(long, env = "SHOPRANK_BODY_TIMEOUT_SECS", global = true)]
     pub body_timeout_secs: Option<u64>,
+    /// MiB of request bodies buffered at once across requests (`serve`).
+    #[arg(long, env = "SHOPRANK_BODY_BUFFER_MB", global = true)]
+    pub body_buffer_mb: Option<usize>,
 }
 
 impl Settings {
@@ -246,6 +252,7 @@ impl Settings {
         set(&mut s.cors_origins, a.cors_origins);
         set(&mut s.import_dir, a.import_dir.map(Some));
         set(&mut s.body_timeout_secs, a.body_timeout_secs);
+        set(&mut s.body_buffer_mb, a.body_buffer_mb);
         s.locate_resources();
         Ok(s)
     }

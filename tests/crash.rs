@@ -1157,3 +1157,47 @@ fn serve_refuses_a_public_address_without_a_master_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("master key"), "{err}");
 }
+
+/// Issue 12, defect 5 (20 unfinished 31 MiB uploads added 612 MB of RSS: bodies were
+/// buffered whole, with no bound across requests): an upload reserves its size in the
+/// body budget before it is read, so unfinished uploads past the budget get 429 at once
+/// instead of memory, while small requests still fit.
+#[test]
+fn unfinished_uploads_cannot_take_more_than_the_body_budget() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    common::build_index(&data, common::demo_products(), None);
+    let server = Server::start_with(
+        &data,
+        "budget",
+        &[
+            ("SHOPRANK_BODY_BUFFER_MB", "1"),
+            ("SHOPRANK_BODY_TIMEOUT_SECS", "30"),
+        ],
+    );
+    let stall = || {
+        let mut s = TcpStream::connect(server.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let head = format!(
+            "PUT /products HTTP/1.1\r\nHost: {}\r\nContent-Length: 700000\r\n\r\n[{{\"id\":",
+            server.addr
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s
+    };
+    // The first holds 700 KB of the 1 MiB budget while it waits for the rest.
+    let _first = stall();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut second = stall();
+    let t = Instant::now();
+    let mut answer = [0u8; 512];
+    let n = second.read(&mut answer).unwrap_or(0);
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 429"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // A small write still fits beside the stalled upload.
+    let p = json!({"id": "fits", "title": "小件", "price": 1});
+    let (status, body) =
+        http(server.addr, "PUT", "/products", p.to_string().as_bytes()).expect("PUT answers");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+}

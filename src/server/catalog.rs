@@ -4,7 +4,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -27,10 +27,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Largest request body, bytes.
 const MAX_BODY: usize = 32 << 20;
 
-async fn body(state: &AppState, payload: web::Payload) -> Result<web::Bytes> {
-    super::read_body(state, payload, MAX_BODY, |reason| Error::InvalidProduct {
-        index: None,
-        reason,
+async fn body(state: &AppState, http: &HttpRequest, payload: web::Payload) -> Result<web::Bytes> {
+    super::read_body(state, http, payload, MAX_BODY, |reason| {
+        Error::InvalidProduct {
+            index: None,
+            reason,
+        }
     })
     .await
 }
@@ -47,8 +49,12 @@ fn summary(outcomes: &[Outcome]) -> serde_json::Value {
 }
 
 /// Batch upsert: answers once the batch is durable (searchable within the commit interval).
-async fn put_products(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+async fn put_products(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = body(&state, &http, payload).await?;
     let engine = state.engine.clone();
     let outcomes = run_blocking(&state, move || {
         let writes = engine.parse_products(&body)?;
@@ -60,10 +66,11 @@ async fn put_products(state: web::Data<AppState>, payload: web::Payload) -> Resu
 
 async fn patch_product(
     state: web::Data<AppState>,
+    http: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+    let body = body(&state, &http, payload).await?;
     let patch: Patch = serde_json::from_slice(&body).map_err(|e| Error::InvalidProduct {
         index: None,
         reason: format!("malformed patch (fields: price, in_stock, sales, updated_at): {e}"),
@@ -104,8 +111,12 @@ async fn delete_product(
 }
 
 /// Starts a background rebuild; answers 202 with the job to poll.
-async fn reindex(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = body(&state, payload).await?;
+async fn reindex(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = body(&state, &http, payload).await?;
     let mut spec: ReindexSpec = serde_json::from_slice(&body).map_err(|e| {
         Error::param(
             "body",

@@ -1,6 +1,6 @@
 //! `POST /events`, `GET /users/{id}/profile`, `GET /users/{id}/export`, `DELETE /users/{id}`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{run_blocking, AppState};
@@ -19,10 +19,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 const MAX_BODY: usize = 16 << 20;
 
 /// One event, a JSON array or NDJSON. Answers once the events are durable.
-async fn post_events(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let body = super::read_body(&state, payload, MAX_BODY, |reason| Error::InvalidEvent {
-        index: None,
-        reason,
+async fn post_events(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let body = super::read_body(&state, &http, payload, MAX_BODY, |reason| {
+        Error::InvalidEvent {
+            index: None,
+            reason,
+        }
     })
     .await?;
     let engine = state.engine.clone();

@@ -1,6 +1,6 @@
 //! A/B experiments: `GET /experiments`, `PUT/GET/DELETE /experiments/{id}`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
@@ -27,10 +27,12 @@ async fn report(state: web::Data<AppState>, id: web::Path<String>) -> Result<Htt
 /// `{"description"?, "interleave"?, "arms": [{"name", "profile", "traffic"}]}`.
 async fn put(
     state: web::Data<AppState>,
+    http: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let body = super::read_body(&state, payload, 256 << 10, Error::InvalidExperiment).await?;
+    let body =
+        super::read_body(&state, &http, payload, 256 << 10, Error::InvalidExperiment).await?;
     let text = std::str::from_utf8(&body).map_err(|e| {
         Error::InvalidExperiment(format!(
             "body is not valid UTF-8 (byte {})",

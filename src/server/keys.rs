@@ -1,7 +1,7 @@
 //! `POST /keys` (create; the secret is in this answer only), `GET /keys`,
 //! `DELETE /keys/{id}`: master key only.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
@@ -24,9 +24,13 @@ fn enabled(state: &AppState) -> Result<()> {
     }
 }
 
-async fn create(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
+async fn create(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
     enabled(&state)?;
-    let body = super::read_body(&state, payload, 64 << 10, |reason| {
+    let body = super::read_body(&state, &http, payload, 64 << 10, |reason| {
         Error::param("body", reason)
     })
     .await?;

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub import_dir: PathBuf,
     /// Longest wait for a request body.
     pub body_timeout: Duration,
+    /// Bytes of request bodies buffered at once, across requests (a request reserves its
+    /// `Content-Length`, or its route's limit, before reading; past the budget, 429).
+    pub body_budget: usize,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             cors_origins: Vec::new(),
             import_dir: data_dir.join("import"),
             body_timeout: Duration::from_secs(10),
+            body_budget: 256 << 20,
         }
     }
 
@@ -82,6 +86,7 @@ impl ServerConfig {
                 .clone()
                 .unwrap_or_else(|| s.data_dir.join("import")),
             body_timeout: Duration::from_secs(s.body_timeout_secs.max(1)),
+            body_budget: s.body_buffer_mb.max(1) << 20,
         })
     }
 }
@@ -91,6 +96,8 @@ pub struct AppState {
     /// The engine.
     pub engine: Arc<Engine>,
     slots: Arc<tokio::sync::Semaphore>,
+    /// The body budget, one permit per KiB.
+    body_kib: Arc<tokio::sync::Semaphore>,
     config: ServerConfig,
 }
 
@@ -106,6 +113,7 @@ impl AppState {
         web::Data::new(AppState {
             engine,
             slots: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
+            body_kib: Arc::new(tokio::sync::Semaphore::new(config.body_budget >> 10)),
             config,
         })
     }
@@ -145,13 +153,30 @@ pub async fn run_blocking<T: Send + 'static>(
 }
 
 /// The whole request body, at most `max` bytes, within the body timeout; `invalid(reason)`
-/// is the error to answer with when it is larger or cannot be read.
+/// is the error to answer with when it is larger or cannot be read. While it is read, the
+/// body holds its share of the body budget (its `Content-Length`, else `max`), so
+/// unfinished uploads cannot pile up in memory: past the budget a request waits like for
+/// an in-flight slot, then gets 429.
 async fn read_body(
     state: &AppState,
+    http: &HttpRequest,
     payload: web::Payload,
     max: usize,
     invalid: impl Fn(String) -> Error,
 ) -> Result<web::Bytes> {
+    let declared = http
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let kib = declared.map_or(max, |n| n.min(max)).div_ceil(1024).max(1);
+    let kib = u32::try_from(kib.min(state.config.body_budget >> 10).max(1)).unwrap_or(u32::MAX);
+    let _budget =
+        match tokio::time::timeout(SLOT_WAIT, state.body_kib.clone().acquire_many_owned(kib)).await
+        {
+            Ok(Ok(permit)) => permit,
+            _ => return Err(Error::Overloaded),
+        };
     let timeout = state.config.body_timeout;
     match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(max)).await {
         Err(_) => Err(Error::RequestTimeout(timeout.as_secs())),

@@ -2,7 +2,7 @@
 //! `POST /profiles/{name}/restore?version=`, `GET /profiles/{name}/eval`; `GET /users`; and
 //! the console page at `GET /` and `GET /console`.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
 use super::{run_blocking, AppState};
@@ -41,6 +41,7 @@ async fn get(state: web::Data<AppState>, name: web::Path<String>) -> Result<Http
 /// The body is the profile as TOML (as in `DATA_DIR/profiles/NAME.toml`) or as JSON.
 async fn put(
     state: web::Data<AppState>,
+    http: HttpRequest,
     name: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
@@ -49,7 +50,7 @@ async fn put(
         path: format!("PUT /profiles/{name}").into(),
         reason,
     };
-    let body = super::read_body(&state, payload, 256 << 10, bad).await?;
+    let body = super::read_body(&state, &http, payload, 256 << 10, bad).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| {
             bad(format!(

@@ -93,7 +93,10 @@ async fn rerank(
     http: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let raw = super::read_body(&state, payload, MAX_BODY, |r| Error::param("body", r)).await?;
+    let raw = super::read_body(&state, &http, payload, MAX_BODY, |r| {
+        Error::param("body", r)
+    })
+    .await?;
     let body: RerankBody = serde_json::from_slice(&raw).map_err(|e| {
         Error::param(
             "body",
@@ -174,8 +177,15 @@ struct EmbeddingsBody {
 /// Most texts in one embeddings request.
 const MAX_INPUTS: usize = 2048;
 
-async fn embeddings(state: web::Data<AppState>, payload: web::Payload) -> Result<HttpResponse> {
-    let raw = super::read_body(&state, payload, MAX_BODY, |r| Error::param("body", r)).await?;
+async fn embeddings(
+    state: web::Data<AppState>,
+    http: HttpRequest,
+    payload: web::Payload,
+) -> Result<HttpResponse> {
+    let raw = super::read_body(&state, &http, payload, MAX_BODY, |r| {
+        Error::param("body", r)
+    })
+    .await?;
     let body: EmbeddingsBody = serde_json::from_slice(&raw).map_err(|e| {
         Error::param(
             "body",
