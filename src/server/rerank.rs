@@ -50,6 +50,18 @@ struct RerankBody {
     explain: bool,
 }
 
+/// The body read (within the limits) and parsed as `T`; a malformed one answers 400
+/// naming the expected `shape`.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    http: &HttpRequest,
+    payload: web::Payload,
+    shape: &str,
+) -> Result<T> {
+    let raw = super::read_body(state, http, payload, MAX_BODY, |r| Error::param("body", r)).await?;
+    serde_json::from_slice(&raw).map_err(|e| Error::param("body", format!("expected {shape}: {e}")))
+}
+
 /// A document as the engine takes it: `{"id"}` alone names an indexed product; a string,
 /// `{"text"}` or a product object is text (its title, brand, category and attributes).
 fn document(i: usize, v: &Value) -> Result<RerankDocument> {
@@ -93,16 +105,13 @@ async fn rerank(
     http: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let raw = super::read_body(&state, &http, payload, MAX_BODY, |r| {
-        Error::param("body", r)
-    })
+    let body: RerankBody = json_body(
+        &state,
+        &http,
+        payload,
+        r#"{"query", "documents": [...], "top_n"?, "return_documents"?, "user"?, "profile"?, "explain"?}"#,
+    )
     .await?;
-    let body: RerankBody = serde_json::from_slice(&raw).map_err(|e| {
-        Error::param(
-            "body",
-            format!("expected {{\"query\", \"documents\": [...], \"top_n\"?, \"return_documents\"?, \"user\"?, \"profile\"?, \"explain\"?}}: {e}"),
-        )
-    })?;
     let _ = (
         body.max_chunks_per_doc,
         body.max_tokens_per_doc,
@@ -182,16 +191,13 @@ async fn embeddings(
     http: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse> {
-    let raw = super::read_body(&state, &http, payload, MAX_BODY, |r| {
-        Error::param("body", r)
-    })
+    let body: EmbeddingsBody = json_body(
+        &state,
+        &http,
+        payload,
+        r#"{"input": string or [string], "model"?, "encoding_format"?, "input_type"?}"#,
+    )
     .await?;
-    let body: EmbeddingsBody = serde_json::from_slice(&raw).map_err(|e| {
-        Error::param(
-            "body",
-            format!("expected {{\"input\": string or [string], \"model\"?, \"encoding_format\"?, \"input_type\"?}}: {e}"),
-        )
-    })?;
     let _ = body.user;
     let texts: Vec<String> = match &body.input {
         Value::String(s) => vec![s.clone()],
