@@ -8,5 +8,5 @@ data=${DATA_DIR:-data/demo}
 models/fetch.sh
 cargo build --release
 target/release/shoprank index --catalog fixtures/demo_catalog.jsonl --data-dir "$data"
-echo "serving on $addr  (try: curl -G 'http://$addr/search' --data-urlencode 'q=苹果手机壳' -d explain=true)"
+echo "serving on $addr  (try: curl -G '$addr/search' --data-urlencode 'q=苹果手机壳' -d explain=true)"
 exec target/release/shoprank serve --data-dir "$data" --addr "$addr"

@@ -16,10 +16,15 @@ use crate::error::{Error, Result};
 /// The file a data directory keeps its pseudonym key in.
 pub const SECRET_FILE: &str = "user_id.secret";
 
-/// Maps user ids to their pseudonyms.
+/// HMAC's block size for SHA-256.
+const BLOCK: usize = 64;
+
+/// Maps user ids to their pseudonyms. Holds the key already XORed with HMAC's inner and
+/// outer pads, so a search with a user costs two hashes and nothing else.
 #[derive(Clone)]
 pub struct Pseudonyms {
-    key: Vec<u8>,
+    inner_pad: [u8; BLOCK],
+    outer_pad: [u8; BLOCK],
 }
 
 impl std::fmt::Debug for Pseudonyms {
@@ -31,8 +36,16 @@ impl std::fmt::Debug for Pseudonyms {
 impl Pseudonyms {
     /// Pseudonyms under `secret`.
     pub fn new(secret: &str) -> Self {
+        let secret = secret.as_bytes();
+        let mut key = [0u8; BLOCK];
+        if secret.len() > BLOCK {
+            key[..32].copy_from_slice(&Sha256::digest(secret));
+        } else {
+            key[..secret.len()].copy_from_slice(secret);
+        }
         Pseudonyms {
-            key: secret.as_bytes().to_vec(),
+            inner_pad: key.map(|k| k ^ 0x36),
+            outer_pad: key.map(|k| k ^ 0x5c),
         }
     }
 
@@ -73,20 +86,12 @@ impl Pseudonyms {
         if Self::is_pseudonym(user) {
             return user.to_string();
         }
-        const BLOCK: usize = 64;
-        let mut key = [0u8; BLOCK];
-        if self.key.len() > BLOCK {
-            key[..32].copy_from_slice(&Sha256::digest(&self.key));
-        } else {
-            key[..self.key.len()].copy_from_slice(&self.key);
-        }
-        let pad = |byte: u8| key.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
         let inner = Sha256::new()
-            .chain_update(pad(0x36))
+            .chain_update(self.inner_pad)
             .chain_update(user.as_bytes())
             .finalize();
         let mac = Sha256::new()
-            .chain_update(pad(0x5c))
+            .chain_update(self.outer_pad)
             .chain_update(inner)
             .finalize();
         let hex: String = mac[..16].iter().map(|b| format!("{b:02x}")).collect();

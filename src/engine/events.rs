@@ -86,14 +86,15 @@ impl Engine {
     /// What is held about a user.
     pub fn user_profile(&self, user: &str) -> Result<serde_json::Value> {
         let b = self.behavior.as_ref().ok_or(Error::NoEventStore)?;
+        let pseudonym = self.pseudonyms.of(user);
         let users = b.users.read().unwrap_or_else(|e| e.into_inner());
         let mut summary = users
-            .get(&self.pseudonyms.of(user))
+            .get(&pseudonym)
             .map(UserProfile::summary)
             .ok_or_else(|| Error::UserNotFound(user.chars().take(128).collect()))?;
         // Shown with the id asked for and the pseudonym it is stored (and listed) under.
         summary["user_id"] = serde_json::json!(user);
-        summary["pseudonym"] = serde_json::json!(self.pseudonyms.of(user));
+        summary["pseudonym"] = serde_json::json!(pseudonym);
         if let Some(recent) = summary["recent_events"].as_array_mut() {
             for e in recent {
                 e["user_id"] = serde_json::json!(user);

@@ -17,6 +17,11 @@ pub const MAX_RERANK_DOCUMENTS: usize = 1000;
 /// Longest document text, in characters (longer ones are cut before encoding).
 const MAX_DOCUMENT_CHARS: usize = 2000;
 
+/// `text` cut to [`MAX_DOCUMENT_CHARS`].
+fn cut(text: &str) -> String {
+    text.chars().take(MAX_DOCUMENT_CHARS).collect()
+}
+
 /// One candidate of a rerank request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RerankDocument {
@@ -160,14 +165,14 @@ impl Engine {
             .documents
             .iter()
             .map(|d| match d {
-                RerankDocument::Text(t) => t.chars().take(MAX_DOCUMENT_CHARS).collect(),
+                RerankDocument::Text(t) => cut(t),
                 // An id that is not indexed: its only text is the id.
                 RerankDocument::Product(id) => id.clone(),
             })
             .collect();
-        let scores: Vec<f32> = match (&self.encoder, query_vector) {
-            (Some(e), Some(q)) => e
-                .encode_documents(&texts, |_| {})?
+        let scores: Vec<f32> = match query_vector {
+            Some(q) => self
+                .embed(&texts, false)?
                 .iter()
                 .map(|v| crate::encoder::dot(q, v))
                 .collect(),
@@ -201,11 +206,8 @@ impl Engine {
         if as_queries {
             texts.iter().map(|t| e.encode_query(t)).collect()
         } else {
-            let cut: Vec<String> = texts
-                .iter()
-                .map(|t| t.chars().take(MAX_DOCUMENT_CHARS).collect())
-                .collect();
-            e.encode_documents(&cut, |_| {})
+            let texts: Vec<String> = texts.iter().map(|t| cut(t)).collect();
+            e.encode_documents(&texts, |_| {})
         }
     }
 

@@ -62,9 +62,17 @@ fn host_of(authority: &str) -> &str {
     }
 }
 
-/// Checks `req` and records its [`Caller`] in the request's extensions. `Ok(Some(origin))`
-/// for a CORS preflight from an allowed origin, which the caller answers itself.
-pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
+/// What the checks let through.
+pub struct Pass {
+    /// A CORS preflight, which the caller answers itself.
+    pub preflight: bool,
+    /// The request's origin when `cors_origins` allows it (named in the answer's
+    /// `Access-Control-Allow-Origin`).
+    pub cors_origin: Option<String>,
+}
+
+/// Checks `req` and records its [`Caller`] in the request's extensions.
+pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Pass> {
     let cfg = &state.config;
     let headers = req.headers();
     let host = headers
@@ -89,9 +97,13 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
     }
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     let cors = origin.filter(|o| cfg.cors_origins.iter().any(|c| c == o));
+    let pass = |preflight| Pass {
+        preflight,
+        cors_origin: cors.map(str::to_string),
+    };
     if *req.method() == Method::OPTIONS {
         return match cors {
-            Some(o) => Ok(Some(o.to_string())),
+            Some(_) => Ok(pass(true)),
             None => Err(Error::Forbidden(
                 "cross-origin requests are not allowed from this origin (setting `cors_origins`)"
                     .into(),
@@ -113,7 +125,7 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
     let pattern = req.match_pattern().unwrap_or_else(|| "unmatched".into());
     let need = need(req.method(), &pattern);
     if !cfg.keys.enabled() || need == Need::Open {
-        return Ok(None);
+        return Ok(pass(false));
     }
     let token = headers
         .get(header::AUTHORIZATION)
@@ -146,7 +158,7 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Option<String>> {
         )));
     }
     req.extensions_mut().insert(caller);
-    Ok(None)
+    Ok(pass(false))
 }
 
 #[cfg(test)]

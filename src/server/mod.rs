@@ -130,10 +130,19 @@ impl AppState {
     /// when the blocking call ends, whether it returned, panicked or its request was
     /// dropped (a client that reset the connection).
     async fn slot(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
-        match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
-            Ok(Ok(permit)) => Ok(permit),
-            _ => Err(Error::Overloaded),
-        }
+        wait_for(&self.slots, 1).await
+    }
+}
+
+/// `n` permits of `semaphore`, waiting in arrival order up to [`SLOT_WAIT`]; `Overloaded`
+/// (429) past that.
+async fn wait_for(
+    semaphore: &Arc<tokio::sync::Semaphore>,
+    n: u32,
+) -> Result<tokio::sync::OwnedSemaphorePermit> {
+    match tokio::time::timeout(SLOT_WAIT, semaphore.clone().acquire_many_owned(n)).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => Err(Error::Overloaded),
     }
 }
 
@@ -169,14 +178,11 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    let kib = declared.map_or(max, |n| n.min(max)).div_ceil(1024).max(1);
-    let kib = u32::try_from(kib.min(state.config.body_budget >> 10).max(1)).unwrap_or(u32::MAX);
-    let _budget =
-        match tokio::time::timeout(SLOT_WAIT, state.body_kib.clone().acquire_many_owned(kib)).await
-        {
-            Ok(Ok(permit)) => permit,
-            _ => return Err(Error::Overloaded),
-        };
+    let kib = declared
+        .map_or(max, |n| n.min(max))
+        .div_ceil(1024)
+        .clamp(1, (state.config.body_budget >> 10).max(1));
+    let _budget = wait_for(&state.body_kib, u32::try_from(kib).unwrap_or(u32::MAX)).await?;
     let timeout = state.config.body_timeout;
     match actix_web::rt::time::timeout(timeout, payload.to_bytes_limited(max)).await {
         Err(_) => Err(Error::RequestTimeout(timeout.as_secs())),
@@ -231,25 +237,20 @@ pub fn app(
         .app_data(state)
         .configure(configure)
         .wrap_fn(move |req, srv| {
-            let verdict = auth::check(&checked, &req);
-            let origin = req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|o| o.to_str().ok())
-                .filter(|o| checked.config.cors_origins.iter().any(|c| c == o))
-                .map(str::to_string);
             // A refusal is answered here (with the error kept for the metrics layer), not
             // passed up as an `Err`, so every caller sees the same JSON response.
-            let (call, early) = match verdict {
-                Ok(None) => (Some(srv.call(req)), None),
-                Ok(Some(preflight)) => (None, Some(req.into_response(cors_preflight(&preflight)))),
-                Err(e) => (None, Some(req.into_response(HttpResponse::from_error(e)))),
+            let (next, origin) = match auth::check(&checked, &req) {
+                Ok(pass) if pass.preflight => {
+                    let origin = pass.cors_origin.unwrap_or_default();
+                    (Err(req.into_response(cors_preflight(&origin))), None)
+                }
+                Ok(pass) => (Ok(srv.call(req)), pass.cors_origin),
+                Err(e) => (Err(req.into_response(HttpResponse::from_error(e))), None),
             };
             async move {
-                let mut res = match (early, call) {
-                    (Some(answer), _) => answer,
-                    (None, Some(call)) => call.await?.map_into_boxed_body(),
-                    (None, None) => unreachable!("a call is made for every pass"),
+                let mut res = match next {
+                    Ok(call) => call.await?.map_into_boxed_body(),
+                    Err(answer) => answer,
                 };
                 if let Some(o) = origin {
                     allow_origin(res.headers_mut(), &o);

@@ -42,6 +42,13 @@ fn keyed(engine: Arc<Engine>, data: &Path) -> Data<AppState> {
     AppState::with_config(engine, config)
 }
 
+/// The data directory's import folder, created.
+fn import_dir(data: &Path) -> std::path::PathBuf {
+    let dir = data.join("import");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 fn bearer(req: atest::TestRequest, key: &str) -> atest::TestRequest {
     req.insert_header(("authorization", format!("Bearer {key}")))
 }
@@ -73,8 +80,7 @@ fn wait_for_job(engine: &Engine, id: &str) -> shoprank::jobs::JobStatus {
 async fn reindex_refuses_server_files_and_leaks_nothing() {
     let data = common::demo_index(None);
     let state = AppState::new(writable(data.path()), 64);
-    let import = data.path().join("import");
-    std::fs::create_dir_all(&import).unwrap();
+    let import = import_dir(data.path());
     std::os::unix::fs::symlink("/etc/passwd", import.join("passwd")).unwrap();
     for (catalog, why) in [
         ("/proc/self/environ", "absolute path"),
@@ -109,8 +115,7 @@ async fn forced_reindex_cannot_replace_the_catalog_with_one_product() {
     let data = common::demo_index(None);
     let engine = writable(data.path());
     let state = AppState::new(engine.clone(), 64);
-    let import = data.path().join("import");
-    std::fs::create_dir_all(&import).unwrap();
+    let import = import_dir(data.path());
     std::fs::write(
         import.join("one.jsonl"),
         r#"{"id":"x1","title":"只有一件"}"#,
@@ -445,8 +450,7 @@ async fn rollback_keeps_acknowledged_writes() {
     let data = common::demo_index(None);
     let engine = writable(data.path());
     let state = AppState::new(engine.clone(), 64);
-    let import = data.path().join("import");
-    std::fs::create_dir_all(&import).unwrap();
+    let import = import_dir(data.path());
     std::fs::copy(
         common::fixture("demo_catalog.jsonl"),
         import.join("demo.jsonl"),
@@ -494,8 +498,7 @@ async fn rollback_keeps_acknowledged_writes_under_load() {
     engine.enable_writes(&settings).expect("writes enabled");
     let engine = Arc::new(engine);
     engine.start_background();
-    let import = data.path().join("import");
-    std::fs::create_dir_all(&import).unwrap();
+    let import = import_dir(data.path());
     std::fs::copy(
         common::fixture("demo_catalog.jsonl"),
         import.join("demo.jsonl"),
@@ -628,8 +631,7 @@ async fn a_binary_catalog_writes_a_bounded_report_and_shows_no_server_path() {
     let data = common::demo_index(None);
     let engine = writable(data.path());
     let state = AppState::new(engine.clone(), 64);
-    let import = data.path().join("import");
-    std::fs::create_dir_all(&import).unwrap();
+    let import = import_dir(data.path());
     // 20,000 lines of bytes that are not JSON.
     let junk: Vec<u8> = (0..20_000)
         .flat_map(|i: u32| {
