@@ -193,6 +193,7 @@ pub fn check_gates(
         let words = QueryWords {
             words: candidate.analysis.query_words(&q),
             synonyms: Vec::new(),
+            bigrams: candidate.analysis.bigrams(&q),
         };
         let n = retrieve::candidates(
             candidate,

@@ -12,7 +12,7 @@ use tantivy::schema::{
     Field, IndexRecordOption, Schema, TextFieldIndexing, TextOptions, FAST, INDEXED, STRING,
 };
 
-use crate::analysis::{INDEX_ANALYZER, QUERY_ANALYZER};
+use crate::analysis::{BIGRAM_ANALYZER, INDEX_ANALYZER, QUERY_ANALYZER};
 use crate::error::{Error, Result};
 
 /// Product fields that can be searched as text.
@@ -21,6 +21,14 @@ pub const TEXT_FIELDS: &[&str] = &["title", "brand", "category", "attributes", "
 pub const REQUIRABLE: &[&str] = &["title", "brand", "category", "price", "rating", "shop"];
 /// Analyzer names shoprank registers.
 pub const ANALYZERS: &[&str] = &[INDEX_ANALYZER, QUERY_ANALYZER];
+/// Name suffix of a field's CJK-bigram sub-field (`title.bigram`).
+pub const BIGRAM_SUFFIX: &str = ".bigram";
+
+/// A name a profile may boost: a text field or its bigram sub-field.
+pub fn is_boostable(name: &str) -> bool {
+    let field = name.strip_suffix(BIGRAM_SUFFIX).unwrap_or(name);
+    TEXT_FIELDS.contains(&field)
+}
 
 /// What to do with record fields the schema does not declare.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +51,22 @@ pub struct SearchField {
     pub index_analyzer: String,
     /// Analyzer for query text searched in this field.
     pub query_analyzer: String,
+    /// Also index the field as CJK character bigrams, in a sub-field `NAME.bigram`
+    /// searched with the query's bigrams (boost it in profiles under that name).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub bigram: bool,
+}
+
+impl SearchField {
+    /// The product field this (sub-)field indexes.
+    pub fn source(&self) -> &str {
+        self.name.strip_suffix(BIGRAM_SUFFIX).unwrap_or(&self.name)
+    }
+
+    /// Whether this is a bigram sub-field (searched with the query's bigrams).
+    pub fn is_bigram(&self) -> bool {
+        self.query_analyzer == BIGRAM_ANALYZER
+    }
 }
 
 /// The validated schema file.
@@ -65,6 +89,7 @@ impl Default for CatalogSchema {
             name: name.into(),
             index_analyzer: INDEX_ANALYZER.into(),
             query_analyzer: QUERY_ANALYZER.into(),
+            bigram: name != "category",
         };
         CatalogSchema {
             unknown_fields: UnknownFields::Reject,
@@ -129,20 +154,25 @@ impl CatalogSchema {
         let mut b = Schema::builder();
         let id = b.add_text_field("id", STRING);
         let ord = b.add_u64_field("ord", INDEXED | FAST);
-        let text = self
-            .search_fields
-            .iter()
-            .map(|f| {
+        let mut text = Vec::new();
+        for f in &self.search_fields {
+            let sub = SearchField {
+                name: format!("{}{BIGRAM_SUFFIX}", f.name),
+                index_analyzer: BIGRAM_ANALYZER.into(),
+                query_analyzer: BIGRAM_ANALYZER.into(),
+                bigram: false,
+            };
+            for spec in std::iter::once(f.clone()).chain(f.bigram.then_some(sub)) {
                 let indexing = TextFieldIndexing::default()
-                    .set_tokenizer(&f.index_analyzer)
+                    .set_tokenizer(&spec.index_analyzer)
                     .set_index_option(IndexRecordOption::WithFreqs);
                 let field = b.add_text_field(
-                    &f.name,
+                    &spec.name,
                     TextOptions::default().set_indexing_options(indexing),
                 );
-                (f.clone(), field)
-            })
-            .collect();
+                text.push((spec, field));
+            }
+        }
         let brand = b.add_text_field("brand_exact", STRING);
         let category = b.add_facet_field("category_path", INDEXED);
         let price = b.add_f64_field("price", INDEXED | FAST);
@@ -169,7 +199,7 @@ pub struct Fields {
     pub id: Field,
     /// Row of the product in the generation's product table and vector file.
     pub ord: Field,
-    /// Searchable text fields with their settings.
+    /// Searchable text fields and their bigram sub-fields, with their settings.
     pub text: Vec<(SearchField, Field)>,
     /// Normalized brand, for exact filters.
     pub brand: Field,

@@ -87,10 +87,7 @@ impl Tokenizer for ChineseTokenizer {
     type TokenStream<'a> = ChineseTokenStream;
 
     fn token_stream<'a>(&'a mut self, text: &'a str) -> ChineseTokenStream {
-        ChineseTokenStream {
-            tokens: self.tokens(text),
-            index: None,
-        }
+        ChineseTokenStream::new(self.tokens(text))
     }
 }
 
@@ -98,6 +95,16 @@ impl Tokenizer for ChineseTokenizer {
 pub struct ChineseTokenStream {
     tokens: Vec<Token>,
     index: Option<usize>,
+}
+
+impl ChineseTokenStream {
+    /// A stream over tokens already cut.
+    pub(crate) fn new(tokens: Vec<Token>) -> Self {
+        ChineseTokenStream {
+            tokens,
+            index: None,
+        }
+    }
 }
 
 impl TokenStream for ChineseTokenStream {

@@ -1,12 +1,14 @@
 //! Text analysis: raw product or query text -> normalized jieba words.
 //!
-//! One normalizer ([`normalize`]) feeds two tantivy analyzers registered by name:
-//! [`INDEX_ANALYZER`] (search mode, sub-words indexed too) and [`QUERY_ANALYZER`].
+//! One normalizer ([`normalize`]) feeds three tantivy analyzers registered by name:
+//! [`INDEX_ANALYZER`] (search mode, sub-words indexed too) and [`QUERY_ANALYZER`] for jieba
+//! words, and [`BIGRAM_ANALYZER`] (both sides) for the `.bigram` sub-fields.
 //! The jieba dictionary is loaded once per index generation: the default dictionary, the
 //! user dictionary file (brands, model numbers) and the catalog's own brands.
 //!
 //! This is not the BERT tokenizer: the encoder has its own WordPiece vocabulary.
 
+pub mod bigram;
 pub mod chinese;
 pub mod normalize;
 
@@ -17,6 +19,7 @@ use std::sync::Arc;
 use jieba_rs::Jieba;
 use tantivy::tokenizer::{RemoveLongFilter, TextAnalyzer, TokenizerManager};
 
+pub use bigram::{is_cjk, BigramTokenizer};
 pub use chinese::{ChineseTokenizer, Side};
 pub use normalize::{normalize, normalize_with_offsets};
 
@@ -26,6 +29,8 @@ use crate::error::{Error, Result};
 pub const INDEX_ANALYZER: &str = "zh_index";
 /// Name of the query-side analyzer in the schema file.
 pub const QUERY_ANALYZER: &str = "zh_query";
+/// Name of the CJK bigram analyzer (index and query side) of `.bigram` sub-fields.
+pub const BIGRAM_ANALYZER: &str = "cjk_bigram";
 /// Longest query accepted, in characters (searches, suggestions, logged search events).
 pub const MAX_QUERY_CHARS: usize = 256;
 
@@ -81,11 +86,17 @@ impl Analysis {
                 .build();
             manager.register(name, analyzer);
         }
+        manager.register(BIGRAM_ANALYZER, TextAnalyzer::from(BigramTokenizer));
     }
 
     /// A tokenizer for one side.
     pub fn tokenizer(&self, side: Side) -> ChineseTokenizer {
         ChineseTokenizer::new(self.jieba.clone(), side)
+    }
+
+    /// The bigram terms of `text` (see [`bigram`]), in order, without duplicates.
+    pub fn bigrams(&self, text: &str) -> Vec<String> {
+        BigramTokenizer.terms(text)
     }
 
     /// The query-side words of `text`, in order, without duplicates.

@@ -115,6 +115,7 @@ impl Engine {
         let words = QueryWords {
             words: understood.tokens,
             synonyms: understood.synonyms,
+            bigrams: understood.bigrams,
         };
         let mut unique = ords.to_vec();
         unique.sort_unstable();

@@ -107,12 +107,14 @@ impl Engine {
         let QueryAnalysis {
             tokens,
             synonyms,
+            bigrams,
             intents,
             ..
         } = understood;
         let words = QueryWords {
             words: tokens,
             synonyms,
+            bigrams,
         };
         let mut filters = req.filters.clone();
         // An explicit price bound in the query filters, unless the request sets prices itself.

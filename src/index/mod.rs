@@ -432,7 +432,7 @@ pub(crate) fn document(fields: &Fields, ord: u64, p: &Product) -> TantivyDocumen
     doc.add_text(fields.id, &p.id);
     doc.add_u64(fields.ord, ord);
     for (spec, field) in &fields.text {
-        let text = match spec.name.as_str() {
+        let text = match spec.source() {
             "title" => p.title.clone(),
             "brand" => p.brand.clone(),
             "category" => p.category.replace('/', " "),

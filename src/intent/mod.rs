@@ -71,6 +71,8 @@ pub struct QueryAnalysis {
     pub tokens: Vec<String>,
     /// Words added by synonyms.
     pub synonyms: Vec<String>,
+    /// CJK bigrams of the searched text (for `.bigram` sub-fields).
+    pub bigrams: Vec<String>,
     /// Detected intents.
     pub intents: Intents,
 }
@@ -336,6 +338,7 @@ pub fn understand(
     drop(span);
     let vector = encode(&search_text)?;
     let tokens = res.analysis.query_words(&search_text);
+    let bigrams = res.analysis.bigrams(&search_text);
     let mut synonyms = Vec::new();
     for phrase in res.synonyms.expand(&key) {
         for w in res.analysis.query_words(&phrase) {
@@ -355,6 +358,7 @@ pub fn understand(
             search_text,
             tokens,
             synonyms,
+            bigrams,
             intents,
         },
         vector,

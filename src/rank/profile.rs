@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::FEATURES;
 use crate::behavior::Personalization;
 use crate::error::{Error, Result};
-use crate::schema::TEXT_FIELDS;
+use crate::schema::{is_boostable, TEXT_FIELDS};
 use crate::util::write_atomic;
 
 /// How many candidates each retrieval side contributes.
@@ -154,9 +154,9 @@ impl Profile {
             }
         }
         for (field, b) in &self.boosts {
-            if !TEXT_FIELDS.contains(&field.as_str()) {
+            if !is_boostable(field) {
                 return Err(format!(
-                    "unknown field `{field}` in boosts (fields: {})",
+                    "unknown field `{field}` in boosts (fields: {}, each also as `NAME.bigram`)",
                     TEXT_FIELDS.join(", ")
                 ));
             }

@@ -158,6 +158,8 @@ pub struct QueryWords {
     pub words: Vec<String>,
     /// Words of synonym expansions, weighted [`SYNONYM_WEIGHT`].
     pub synonyms: Vec<String>,
+    /// The query's CJK bigrams, searched in `.bigram` sub-fields.
+    pub bigrams: Vec<String>,
 }
 
 /// Per-field boosts for BM25.
@@ -286,7 +288,7 @@ fn bm25_of_rows(gen: &Generation, query: &dyn Query, rows: &[u32]) -> Result<Vec
 /// One boosted disjunction of the query's words per searchable field; `None` when the
 /// query has no searchable word.
 fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<Box<dyn Query>> {
-    if words.words.is_empty() && words.synonyms.is_empty() {
+    if words.words.is_empty() && words.synonyms.is_empty() && words.bigrams.is_empty() {
         return None;
     }
     let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
@@ -305,18 +307,17 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
                 Box::new(BoostQuery::new(Box::new(q), weight)),
             )
         };
-        let terms: Vec<(Occur, Box<dyn Query>)> = words
-            .words
-            .iter()
-            .map(|w| term(w, 1.0))
-            .chain(
-                words
-                    .synonyms
-                    .iter()
-                    .filter(|w| !words.words.contains(w))
-                    .map(|w| term(w, SYNONYM_WEIGHT)),
-            )
-            .collect();
+        let terms: Vec<(Occur, Box<dyn Query>)> = if spec.is_bigram() {
+            words.bigrams.iter().map(|w| term(w, 1.0)).collect()
+        } else {
+            let synonyms = words.synonyms.iter().filter(|w| !words.words.contains(w));
+            (words.words.iter().map(|w| term(w, 1.0)))
+                .chain(synonyms.map(|w| term(w, SYNONYM_WEIGHT)))
+                .collect()
+        };
+        if terms.is_empty() {
+            continue;
+        }
         let q: Box<dyn Query> = Box::new(BooleanQuery::new(terms));
         per_field.push((Occur::Should, Box::new(BoostQuery::new(q, boost))));
     }
