@@ -20,7 +20,8 @@ use shoprank::schema::CatalogSchema;
 
 fn main() {
     let settings = common::settings();
-    let config = EncoderConfig::from_manifest(&settings.manifest).unwrap();
+    let config =
+        EncoderConfig::from_manifest(&settings.manifest, settings.model.as_deref()).unwrap();
     let encoder = shoprank::engine::load_encoder(&settings)
         .expect("the encoder bench needs the model: run models/fetch.sh");
     let (products, _) = read_catalog(

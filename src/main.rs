@@ -34,10 +34,16 @@ enum Command {
     /// Evaluate personalization with the simulated-shopper protocol on the shared catalogs
     /// (profiles from `--data-dir`'s `profiles/`, if any, besides the built-in ones).
     EvalPersonal(cli::offline::EvalPersonalArgs),
-    /// Show how a query is understood: normalized text, tokens, intents (JSON).
+    /// Show how a query is understood: normalized text, tokens, intents (JSON); or, with
+    /// `--aliases`, every brand alias in use and where it came from (catalog, file,
+    /// titles), one `alias<TAB>brand<TAB>source` line each.
     Analyze {
         /// The query.
-        query: String,
+        #[arg(required_unless_present = "aliases")]
+        query: Option<String>,
+        /// List the brand aliases instead.
+        #[arg(long, conflicts_with = "query")]
+        aliases: bool,
     },
     /// Suggestions: load a query log (`--load FILE`: `qid<TAB>query` or one query per
     /// line), or complete a prefix.
@@ -77,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         Command::Index(a) => cli::catalog::index(settings, a),
         Command::Events { command } => cli::catalog::events(settings, command),
         Command::Search(a) => cli::query::search(settings, a),
-        Command::Analyze { query } => cli::query::analyze(settings, &query),
+        Command::Analyze { query, aliases } => cli::query::analyze(settings, query, aliases),
         Command::Suggest(a) => cli::query::suggest(settings, a),
         Command::Serve => cli::serve::serve(settings),
         Command::Eval(a) => cli::offline::eval(settings, a),

@@ -17,6 +17,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Model manifest (`[encoder]` table: pooling, max length, model folder).
     pub manifest: PathBuf,
+    /// Model of the manifest to use (`None`: the manifest's `default`).
+    pub model: Option<String>,
     /// Model folder overriding the manifest's `dir`.
     pub model_dir: Option<PathBuf>,
     /// Catalog schema file (`None`: the built-in schema, the same as
@@ -77,6 +79,7 @@ impl Default for Settings {
         Settings {
             data_dir: PathBuf::from("data"),
             manifest: PathBuf::from("models/manifest.toml"),
+            model: None,
             model_dir: None,
             schema: None,
             user_dict: PathBuf::from("index_schema/userdict.txt"),
@@ -120,6 +123,9 @@ pub struct SettingsArgs {
     /// Model manifest.
     #[arg(long, env = "SHOPRANK_MANIFEST", global = true)]
     pub manifest: Option<PathBuf>,
+    /// Model of the manifest (`[models.NAME]`; default: its `default`).
+    #[arg(long, env = "SHOPRANK_MODEL", global = true)]
+    pub model: Option<String>,
     /// Model folder (overrides the manifest's `dir`).
     #[arg(long, env = "SHOPRANK_MODEL_DIR", global = true)]
     pub model_dir: Option<PathBuf>,
@@ -226,6 +232,7 @@ impl Settings {
         }
         set(&mut s.data_dir, a.data_dir);
         set(&mut s.manifest, a.manifest);
+        set(&mut s.model, a.model.map(Some));
         set(&mut s.model_dir, a.model_dir.map(Some));
         set(&mut s.schema, a.schema.map(Some));
         set(&mut s.user_dict, a.user_dict);

@@ -135,9 +135,14 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
 }
 
 /// Prints how a query is understood, as JSON.
-pub fn analyze(settings: Settings, query: &str) -> anyhow::Result<()> {
+pub fn analyze(settings: Settings, query: Option<String>, aliases: bool) -> anyhow::Result<()> {
     let engine = open_engine(&settings)?;
-    println!("{}", serde_json::to_string_pretty(&engine.analyze(query)?)?);
+    match query {
+        Some(q) if !aliases => {
+            println!("{}", serde_json::to_string_pretty(&engine.analyze(&q)?)?)
+        }
+        _ => engine.brand_aliases().iter().for_each(|l| println!("{l}")),
+    }
     Ok(())
 }
 

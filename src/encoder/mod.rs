@@ -78,16 +78,40 @@ fn yes() -> bool {
 
 #[derive(Deserialize)]
 struct Manifest {
+    /// One model's table, for a manifest written for one model.
+    encoder: Option<EncoderConfig>,
+    /// The model used unless another is named.
+    default: Option<String>,
+    /// `[models.NAME]`: each model's `encoder` table (and `package`, `licence`: fetch.sh's).
+    #[serde(default)]
+    models: std::collections::BTreeMap<String, ModelEntry>,
+}
+
+#[derive(Deserialize)]
+struct ModelEntry {
     encoder: EncoderConfig,
 }
 
 impl EncoderConfig {
-    /// Reads the `[encoder]` table of a manifest; `dir` becomes relative to the manifest.
-    pub fn from_manifest(path: &Path) -> Result<Self> {
+    /// Reads a manifest: the `[models.NAME.encoder]` table of `model` (default: the
+    /// manifest's `default`), or the single `[encoder]` table of a one-model manifest.
+    /// `dir` becomes relative to the manifest.
+    pub fn from_manifest(path: &Path, model: Option<&str>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let manifest: Manifest =
-            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
-        let mut config = manifest.encoder;
+        let bad = |e: String| Error::Config(format!("{}: {e}", path.display()));
+        let mut manifest: Manifest = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let name = model.map(str::to_string).or(manifest.default.clone());
+        let mut config = match (name, manifest.encoder) {
+            (None, Some(config)) => config,
+            (Some(name), _) => match manifest.models.remove(&name) {
+                Some(entry) => entry.encoder,
+                None => {
+                    let known: Vec<&String> = manifest.models.keys().collect();
+                    return Err(bad(format!("no model `{name}` (models: {known:?})")));
+                }
+            },
+            (None, None) => return Err(bad("no `default` model and no [encoder] table".into())),
+        };
         if config.dir.is_relative() {
             config.dir = path.parent().unwrap_or(Path::new(".")).join(&config.dir);
         }

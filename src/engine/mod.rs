@@ -93,7 +93,8 @@ pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String>
             settings.manifest.display()
         ));
     }
-    let mut config = EncoderConfig::from_manifest(&settings.manifest).map_err(|e| e.to_string())?;
+    let mut config = EncoderConfig::from_manifest(&settings.manifest, settings.model.as_deref())
+        .map_err(|e| e.to_string())?;
     if let Some(dir) = &settings.model_dir {
         config.dir = dir.clone();
     }

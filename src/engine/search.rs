@@ -18,6 +18,22 @@ impl Engine {
         Ok(self.understand(&gen, query, encode)?.0)
     }
 
+    /// Every brand alias in use (`alias<TAB>brand<TAB>source` lines), for review.
+    pub fn brand_aliases(&self) -> Vec<String> {
+        let gen = self.generation();
+        let text = self.text.read().unwrap_or_else(|e| e.into_inner());
+        let model = text.intents.clone().unwrap_or_else(|| gen.intents.clone());
+        model
+            .brands()
+            .aliases()
+            .into_iter()
+            .map(|(alias, brand, source)| {
+                let source = serde_json::to_value(source).unwrap_or_default();
+                format!("{alias}\t{brand}\t{}", source.as_str().unwrap_or(""))
+            })
+            .collect()
+    }
+
     /// [`intent::understand`] with this engine's text resources and the categories
     /// shoppers clicked after the same query.
     pub(super) fn understand(

@@ -10,10 +10,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
+use aho_corasick::AhoCorasick;
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::normalize;
 use crate::error::{Error, Result};
+
+/// Where an alias came from (shown by `/analyze`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AliasSource {
+    /// A `/`-separated part of a catalog brand (`Joyoung/九阳`).
+    Catalog,
+    /// The reviewed alias file.
+    File,
+    /// Learned from titles: a Latin word that (almost) only that brand's titles carry.
+    Titles,
+}
 
 /// A detected brand.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -24,6 +37,24 @@ pub struct BrandIntent {
     pub confidence: f32,
     /// The alias seen in the query.
     pub alias: String,
+    /// Where that alias came from.
+    pub source: AliasSource,
+    /// The brand's names (the `/`-separated parts of its canonical spelling, normalized)
+    /// that the query does not already contain: searched as synonyms, so `olay 面霜` finds
+    /// titles that spell the brand `玉兰油`.
+    pub names: Vec<String>,
+    /// Every spelling of the brand (normalized; aliases too), for matching titles.
+    #[serde(skip)]
+    pub spellings: Vec<String>,
+}
+
+impl BrandIntent {
+    /// Whether a product's normalized title or brand names this brand in any spelling.
+    pub fn named_in(&self, normalized_text: &str) -> bool {
+        self.spellings
+            .iter()
+            .any(|s| find_alias(normalized_text, s, s.is_ascii()).is_some())
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -50,21 +81,77 @@ struct Alias {
     latin: bool,
     confidence: f32,
     not_with: Vec<String>,
+    source: AliasSource,
 }
 
 /// Finds brands in queries.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct BrandMatcher {
     /// Longest alias first.
     aliases: Vec<Alias>,
     /// Normalized brand -> canonical brand.
     canonical: HashMap<String, String>,
+    /// Every alias at once, for scanning titles (pattern i is `aliases[i]`).
+    scanner: AhoCorasick,
 }
 
+impl Default for BrandMatcher {
+    fn default() -> Self {
+        BrandMatcher::assemble(Vec::new(), HashMap::new())
+    }
+}
+
+/// Brand values that name no brand (`other/其他`, `无品牌`): never aliases, never learned from.
+fn is_placeholder(brand: &str) -> bool {
+    const NONE: &[&str] = &[
+        "other",
+        "others",
+        "其他",
+        "其它",
+        "其他品牌",
+        "无品牌",
+        "无",
+        "见描述",
+        "none",
+        "n/a",
+    ];
+    brand
+        .split('/')
+        .all(|part| NONE.contains(&normalize(part).trim()))
+}
+
+/// Adds an alias (normalized, 2+ characters) unless the spelling is already taken.
+fn add(by_text: &mut HashMap<String, Alias>, alias: &str, brand: &str, source: AliasSource) {
+    let text = normalize(alias).trim().to_string();
+    if text.chars().count() >= 2 && !by_text.contains_key(&text) {
+        by_text.insert(
+            text.clone(),
+            Alias {
+                latin: text.is_ascii(),
+                text,
+                brand: brand.to_string(),
+                confidence: 1.0,
+                not_with: Vec::new(),
+                source,
+            },
+        );
+    }
+}
+
+/// Titles a Latin word must appear in, and the share of them one brand must hold, to be
+/// learned as that brand's alias.
+const LEARN_MIN_TITLES: usize = 3;
+const LEARN_MIN_SHARE: f32 = 0.8;
+
 impl BrandMatcher {
-    /// From the catalog's brands and an optional alias file.
+    /// From the catalog's (brand, title) pairs and an optional alias file.
+    ///
+    /// Besides the brand field's parts and the file, aliases are learned from titles that
+    /// carry a second spelling: a Latin word (`olay`, `sk-ii`, `clinique`) seen in at
+    /// least [`LEARN_MIN_TITLES`] titles, [`LEARN_MIN_SHARE`] of them one brand's, names
+    /// that brand. A product's brand is its brand field, or the brand its title names.
     pub fn new<'a>(
-        catalog_brands: impl IntoIterator<Item = &'a str>,
+        catalog: impl IntoIterator<Item = (&'a str, &'a str)>,
         alias_file: Option<&Path>,
     ) -> Result<Self> {
         let file: AliasFile = match alias_file {
@@ -75,54 +162,153 @@ impl BrandMatcher {
             }
             None => AliasFile::default(),
         };
-        let mut by_text: HashMap<String, (String, f32, Vec<String>)> = HashMap::new();
+        let catalog: Vec<(&str, &str)> = catalog
+            .into_iter()
+            .filter(|(b, _)| !is_placeholder(b))
+            .collect();
+        let mut by_text: HashMap<String, Alias> = HashMap::new();
         let mut canonical = HashMap::new();
-        let mut add = |alias: &str, brand: &str| {
-            let text = normalize(alias).trim().to_string();
-            if text.chars().count() >= 2 && !by_text.contains_key(&text) {
-                by_text.insert(text, (brand.to_string(), 1.0, Vec::new()));
+        for &(brand, _) in &catalog {
+            if brand.is_empty() {
+                continue;
             }
-        };
-        for brand in catalog_brands {
             canonical.insert(normalize(brand), brand.to_string());
             for part in brand.split('/') {
-                add(part, brand);
+                add(&mut by_text, part, brand, AliasSource::Catalog);
             }
         }
-        for (brand, aliases) in &file.aliases {
+        for (key, aliases) in &file.aliases {
+            let spellings: Vec<&str> = key
+                .split('/')
+                .chain(aliases.iter().map(String::as_str))
+                .collect();
+            // The file's entry joins the catalog's brand when they share a spelling (the
+            // file's `SK-II` is the catalog's `SKII`, its `OLAY/玉兰油` the catalog's `玉兰油`).
+            let brand = spellings
+                .iter()
+                .find_map(|a| by_text.get(normalize(a).trim()).map(|x| x.brand.clone()))
+                .unwrap_or_else(|| key.clone());
             canonical
-                .entry(normalize(brand))
+                .entry(normalize(&brand))
                 .or_insert_with(|| brand.clone());
-            for part in brand.split('/') {
-                add(part, brand);
-            }
-            for a in aliases {
-                add(a, brand);
+            for a in spellings {
+                add(&mut by_text, a, &brand, AliasSource::File);
             }
         }
         for (alias, amb) in &file.ambiguous {
             if let Some(entry) = by_text.get_mut(&normalize(alias)) {
-                entry.1 = amb.confidence.clamp(0.0, 1.0);
-                entry.2 = amb.not_with.iter().map(|w| normalize(w)).collect();
+                entry.confidence = amb.confidence.clamp(0.0, 1.0);
+                entry.not_with = amb.not_with.iter().map(|w| normalize(w)).collect();
             }
         }
-        let mut aliases: Vec<Alias> = by_text
-            .into_iter()
-            .map(|(text, (brand, confidence, not_with))| Alias {
-                latin: text.is_ascii(),
+        let known = BrandMatcher::assemble(by_text.values().cloned().collect(), canonical.clone());
+        for (text, brand) in known.learn_from_titles(&catalog) {
+            by_text.entry(text.clone()).or_insert(Alias {
+                latin: true,
                 text,
                 brand,
-                confidence,
-                not_with,
-            })
-            .collect();
+                confidence: 1.0,
+                not_with: Vec::new(),
+                source: AliasSource::Titles,
+            });
+        }
+        Ok(BrandMatcher::assemble(
+            by_text.into_values().collect(),
+            canonical,
+        ))
+    }
+
+    fn assemble(mut aliases: Vec<Alias>, canonical: HashMap<String, String>) -> Self {
         aliases.sort_by(|a, b| {
             b.text
                 .len()
                 .cmp(&a.text.len())
                 .then_with(|| a.text.cmp(&b.text))
         });
-        Ok(BrandMatcher { aliases, canonical })
+        let scanner = AhoCorasick::new(aliases.iter().map(|a| a.text.as_str()))
+            .expect("aliases are short literal strings");
+        BrandMatcher {
+            aliases,
+            canonical,
+            scanner,
+        }
+    }
+
+    /// The aliases a normalized text (a title) names, as [`BrandMatcher::detect`] would
+    /// accept them but overlapping, in one pass however many aliases there are.
+    fn named_in<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a Alias> + 'a {
+        self.scanner
+            .find_overlapping_iter(text)
+            .filter_map(move |m| {
+                let a = &self.aliases[m.pattern().as_usize()];
+                let ok = (!a.latin || latin_bounded(text, m.start(), m.end()))
+                    && !a.not_with.iter().any(|w| text.contains(w.as_str()));
+                ok.then_some(a)
+            })
+    }
+
+    /// Whether a normalized text names any brand (an alias of confidence 1 or more).
+    pub fn names_a_brand(&self, text: &str) -> bool {
+        self.named_in(text).any(|a| a.confidence >= 1.0)
+    }
+
+    /// (alias, canonical brand) pairs learned from titles (see [`BrandMatcher::new`]).
+    fn learn_from_titles(&self, catalog: &[(&str, &str)]) -> Vec<(String, String)> {
+        // word -> (titles with it, titles with it per brand)
+        let mut seen: HashMap<String, (usize, HashMap<String, usize>)> = HashMap::new();
+        for &(brand, title) in catalog {
+            let title = normalize(title);
+            let brand = match self.canonical(brand) {
+                Some(b) => Some(b.to_string()),
+                None => self
+                    .named_in(&title)
+                    .find(|a| a.confidence >= 1.0)
+                    .map(|a| a.brand.clone()),
+            };
+            let mut words = latin_words(&title);
+            words.sort_unstable();
+            words.dedup();
+            for w in words {
+                let entry = seen.entry(w.to_string()).or_default();
+                entry.0 += 1;
+                if let Some(b) = &brand {
+                    *entry.1.entry(b.clone()).or_default() += 1;
+                }
+            }
+        }
+        let taken: std::collections::HashSet<&str> =
+            self.aliases.iter().map(|a| a.text.as_str()).collect();
+        let mut out: Vec<(String, String)> = seen
+            .into_iter()
+            .filter(|(w, _)| !taken.contains(w.as_str()))
+            .filter_map(|(w, (n, per_brand))| {
+                let (brand, k) = per_brand.into_iter().max_by_key(|(b, k)| (*k, b.clone()))?;
+                (k >= LEARN_MIN_TITLES && k as f32 >= LEARN_MIN_SHARE * n as f32)
+                    .then_some((w, brand))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every alias with its brand and source, by brand then alias (for review).
+    pub fn aliases(&self) -> Vec<(&str, &str, AliasSource)> {
+        let mut out: Vec<_> = self
+            .aliases
+            .iter()
+            .map(|a| (a.text.as_str(), a.brand.as_str(), a.source))
+            .collect();
+        out.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        out
+    }
+
+    /// Every spelling of a canonical brand (normalized), longest first.
+    fn spellings(&self, brand: &str) -> Vec<String> {
+        self.aliases
+            .iter()
+            .filter(|a| a.brand == brand)
+            .map(|a| a.text.clone())
+            .collect()
     }
 
     /// The canonical spelling of a brand name, when known.
@@ -137,19 +323,10 @@ impl BrandMatcher {
         for a in &self.aliases {
             for (start, _) in text.match_indices(a.text.as_str()) {
                 let end = start + a.text.len();
-                if taken.iter().any(|&(s, e)| start < e && s < end) {
-                    continue;
-                }
-                if a.latin {
-                    let before = text[..start].chars().next_back();
-                    let after = text[end..].chars().next();
-                    if before.is_some_and(|c| c.is_ascii_alphabetic())
-                        || after.is_some_and(|c| c.is_ascii_alphabetic())
-                    {
-                        continue;
-                    }
-                }
-                if a.not_with.iter().any(|w| text.contains(w.as_str())) {
+                if taken.iter().any(|&(s, e)| start < e && s < end)
+                    || (a.latin && !latin_bounded(text, start, end))
+                    || a.not_with.iter().any(|w| text.contains(w.as_str()))
+                {
                     continue;
                 }
                 taken.push((start, end));
@@ -160,6 +337,14 @@ impl BrandMatcher {
                             value: a.brand.clone(),
                             confidence: a.confidence,
                             alias: a.text.clone(),
+                            source: a.source,
+                            names: a
+                                .brand
+                                .split('/')
+                                .map(|n| normalize(n).trim().to_string())
+                                .filter(|n| !n.is_empty() && !text.contains(n.as_str()))
+                                .collect(),
+                            spellings: self.spellings(&a.brand),
                         },
                         (start, end),
                     )),
@@ -171,13 +356,67 @@ impl BrandMatcher {
     }
 }
 
+/// A Latin alias must not touch other letters (`iphone15` names Apple, `pineapple` does not).
+fn latin_bounded(text: &str, start: usize, end: usize) -> bool {
+    let before = text[..start].chars().next_back();
+    let after = text[end..].chars().next();
+    !before.is_some_and(|c| c.is_ascii_alphabetic())
+        && !after.is_some_and(|c| c.is_ascii_alphabetic())
+}
+
+/// The first place `alias` occurs in `text` as an alias would match there.
+fn find_alias(text: &str, alias: &str, latin: bool) -> Option<usize> {
+    text.match_indices(alias)
+        .map(|(i, _)| i)
+        .find(|&i| !latin || latin_bounded(text, i, i + alias.len()))
+}
+
+/// Latin words of shop titles that name no brand, whatever brand's titles they are in.
+const GENERIC: &[&str] = &[
+    "tmall", "taobao", "new", "hot", "sale", "free", "spf", "pro", "plus", "max", "mini", "diy",
+    "vip", "usb", "led", "lcd", "cpu", "wifi", "app", "logo", "ins", "ootd", "the", "and", "for",
+];
+
+/// Latin words of normalized text that could be brand spellings: runs of letters and
+/// digits (joined by `-`, `'` or `&`), 3 to 24 bytes long, that start with a letter, hold
+/// at least two and are not [`GENERIC`].
+fn latin_words(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_alphanumeric() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len()
+            && (bytes[i].is_ascii_alphanumeric()
+                || (matches!(bytes[i], b'-' | b'\'' | b'&')
+                    && bytes.get(i + 1).is_some_and(u8::is_ascii_alphanumeric)))
+        {
+            i += 1;
+        }
+        let word = &text[start..i];
+        if (3..=24).contains(&word.len())
+            && !GENERIC.contains(&word)
+            && bytes[start].is_ascii_alphabetic()
+            && word.bytes().filter(u8::is_ascii_alphabetic).count() >= 2
+        {
+            out.push(word);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn matcher() -> BrandMatcher {
         let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("index_schema/brand_aliases.toml");
-        BrandMatcher::new(["Apple/苹果", "兰蔻", "CHANDO/自然堂", "小米"], Some(&file)).unwrap()
+        let catalog = ["Apple/苹果", "兰蔻", "CHANDO/自然堂", "小米"].map(|b| (b, ""));
+        BrandMatcher::new(catalog, Some(&file)).unwrap()
     }
 
     fn brands(text: &str) -> Vec<String> {

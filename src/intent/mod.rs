@@ -116,6 +116,12 @@ pub struct IntentModel {
     centroids: Vec<(String, Vec<f32>)>,
 }
 
+/// Lowest confidence of a brand intent whose other names are searched.
+const BRAND_EXPANSION_CONFIDENCE: f32 = 0.7;
+/// Lowest confidence of the top category intent that makes products of unrelated
+/// categories mismatches.
+const CATEGORY_MISMATCH_CONFIDENCE: f32 = 0.5;
+
 /// Cosine above which a category centroid counts as the query's category.
 const CENTROID_THRESHOLD: f32 = 0.80;
 
@@ -127,10 +133,10 @@ impl IntentModel {
         alias_file: Option<&Path>,
     ) -> Result<Self> {
         let brands = BrandMatcher::new(
-            products
-                .iter()
-                .map(|p| p.borrow().brand.as_str())
-                .filter(|b| !b.is_empty()),
+            products.iter().map(|p| {
+                let p: &Product = p.borrow();
+                (p.brand.as_str(), p.title.as_str())
+            }),
             alias_file,
         )?;
         // Every segment name of every path names its path prefix (`耳机` -> `数码/耳机`).
@@ -340,7 +346,14 @@ pub fn understand(
     let tokens = res.analysis.query_words(&search_text);
     let bigrams = res.analysis.bigrams(&search_text);
     let mut synonyms = Vec::new();
-    for phrase in res.synonyms.expand(&key) {
+    // A confidently named brand is also searched by its names in other scripts (`olay`
+    // searches `玉兰油` too), at synonym weight.
+    let brand_names = intents
+        .brand
+        .iter()
+        .filter(|b| b.confidence >= BRAND_EXPANSION_CONFIDENCE)
+        .flat_map(|b| b.names.iter().cloned());
+    for phrase in res.synonyms.expand(&key).into_iter().chain(brand_names) {
         for w in res.analysis.query_words(&phrase) {
             if !tokens.contains(&w) && !synonyms.contains(&w) {
                 synonyms.push(w);
@@ -365,19 +378,61 @@ pub fn understand(
     ))
 }
 
-/// The intent features of one product: (brand_match, category_match, attribute_match,
-/// price_match), each 0..=1; `None` for a feature whose intent is absent. `cheap_rank` is
-/// the product's price percentile among the priced candidates (0 = cheapest), for `Cheap`.
-pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Option<f32>; 4] {
-    let brand = (!intents.brand.is_empty()).then(|| {
-        let b = normalize(&p.brand);
-        intents
+/// Names of the intent features, in the order [`features`] returns them.
+pub const FEATURE_NAMES: [&str; 6] = [
+    "brand_match",
+    "category_match",
+    "attribute_match",
+    "price_match",
+    "brand_mismatch",
+    "category_mismatch",
+];
+
+/// The intent features of one product, named by [`FEATURE_NAMES`], each 0..=1; `None` for
+/// a feature whose intent is absent (or, for the mismatches, that cannot be told):
+/// - `brand_match`: the product's brand or title names a detected brand in any spelling
+///   (an iPhone case by a case maker matches `苹果手机壳`), times the confidence;
+/// - `brand_mismatch`: it names none of them but has another brand (its brand field, or
+///   failing that a brand its title names), times the confidence;
+/// - `category_mismatch`: its category is neither inside nor above any detected category,
+///   times the top category's confidence when that is at least
+///   [`CATEGORY_MISMATCH_CONFIDENCE`] (an iPhone is not a `手机壳`).
+///
+/// `cheap_rank` is the product's price percentile among the priced candidates (0 =
+/// cheapest), for `Cheap`; `brands` finds brands in titles.
+pub fn features(
+    intents: &Intents,
+    p: &Product,
+    cheap_rank: Option<f32>,
+    brands: &BrandMatcher,
+) -> [Option<f32>; 6] {
+    let (mut brand, mut brand_mismatch) = (None, None);
+    if !intents.brand.is_empty() {
+        let own = normalize(&p.brand);
+        let title = normalize(&p.title);
+        let named = intents
             .brand
             .iter()
-            .filter(|i| !b.is_empty() && normalize(&i.value) == b)
+            .filter(|i| (!own.is_empty() && normalize(&i.value) == own) || i.named_in(&title))
             .map(|i| i.confidence)
-            .fold(0.0, f32::max)
-    });
+            .fold(0.0, f32::max);
+        brand = Some(named);
+        let confidence = intents
+            .brand
+            .iter()
+            .map(|i| i.confidence)
+            .fold(0.0, f32::max);
+        let other = !own.is_empty() || brands.names_a_brand(&title);
+        brand_mismatch = Some(if named == 0.0 && other {
+            confidence
+        } else {
+            0.0
+        });
+    }
+    let related = |c: &CategoryIntent| {
+        let under = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        under(&p.category, &c.value) || under(&c.value, &p.category)
+    };
     let category = (!intents.category.is_empty()).then(|| {
         intents
             .category
@@ -386,6 +441,17 @@ pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Opt
             .map(|c| c.confidence)
             .fold(0.0, f32::max)
     });
+    let category_mismatch = intents
+        .category
+        .first()
+        .filter(|top| top.confidence >= CATEGORY_MISMATCH_CONFIDENCE && !p.category.is_empty())
+        .map(|top| {
+            if intents.category.iter().any(related) {
+                0.0
+            } else {
+                top.confidence
+            }
+        });
     let attributes = (!intents.attributes.is_empty()).then(|| {
         let text: String = normalize(&format!("{} {}", p.title, p.attributes_text()))
             .chars()
@@ -407,7 +473,14 @@ pub fn features(intents: &Intents, p: &Product, cheap_rank: Option<f32>) -> [Opt
         (Some(PriceIntent::Around { .. } | PriceIntent::Cheap), None) => Some(0.0),
         _ => None,
     };
-    [brand, category, attributes, price]
+    [
+        brand,
+        category,
+        attributes,
+        price,
+        brand_mismatch,
+        category_mismatch,
+    ]
 }
 
 /// Blends a category distribution with the categories shoppers clicked after the same

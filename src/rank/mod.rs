@@ -11,7 +11,9 @@
 //!   the detection's confidence), `category_match` (the product is in a detected category),
 //!   `attribute_match` (share of the named attributes found in title and attributes),
 //!   `price_match` (closeness to a `左右` target, or cheapness among the candidates for
-//!   `便宜`); absent when the query has no such intent;
+//!   `便宜`), `brand_mismatch` and `category_mismatch` (the product names another brand,
+//!   or sits in an unrelated category, than the query asks for confidently; weighted
+//!   negative to demote); absent when the query has no such intent;
 //! - with a known user (see `behavior::profile`): `personal` (cosine of the user vector and
 //!   the product vector), `brand_affinity` and `category_affinity` (share of the user's
 //!   decayed behavior on the product's brand / category path), `price_fit` (Gaussian on
@@ -72,6 +74,8 @@ pub const FEATURES: &[&str] = &[
     "category_match",
     "attribute_match",
     "price_match",
+    "brand_mismatch",
+    "category_mismatch",
     "personal",
     "brand_affinity",
     "category_affinity",
@@ -173,17 +177,8 @@ pub fn rank(
             };
             features.push(feature("popularity", popularity));
             features.push(feature("rating", p.rating.unwrap_or(0.0) as f32 / 5.0));
-            let names = [
-                "brand_match",
-                "category_match",
-                "attribute_match",
-                "price_match",
-            ];
-            for (name, value) in
-                names
-                    .into_iter()
-                    .zip(intent::features(intents, p, cheap_rank(p.price)))
-            {
+            let values = intent::features(intents, p, cheap_rank(p.price), gen.intents.brands());
+            for (name, value) in intent::FEATURE_NAMES.into_iter().zip(values) {
                 if let Some(v) = value {
                     features.push(feature(name, v));
                 }

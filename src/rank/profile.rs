@@ -85,6 +85,8 @@ impl Profile {
                 ("category_match", 0.05),
                 ("attribute_match", 0.05),
                 ("price_match", 0.05),
+                ("brand_mismatch", -0.1),
+                ("category_mismatch", -0.1),
                 ("personal", 0.1),
                 ("brand_affinity", 0.15),
                 ("category_affinity", 0.05),

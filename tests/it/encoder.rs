@@ -99,7 +99,7 @@ fn the_manifest_table_gives_the_same_settings() {
          max_length = 32\nbatch_size = 8\nnormalize = true\n",
     )
     .unwrap();
-    let from_file = EncoderConfig::from_manifest(&manifest).unwrap();
+    let from_file = EncoderConfig::from_manifest(&manifest, None).unwrap();
     let built = &model.config;
     assert_eq!(from_file.id, built.id);
     assert_eq!(
@@ -394,7 +394,7 @@ fn assert_above(
 #[test]
 fn real_model_ranks_by_meaning() {
     let manifest = common::root().join("models/manifest.toml");
-    let config = EncoderConfig::from_manifest(&manifest).expect("the manifest parses");
+    let config = EncoderConfig::from_manifest(&manifest, None).expect("the manifest parses");
     let present = config.dir.join("config.json").is_file()
         && config.dir.join("tokenizer.json").is_file()
         && (config.dir.join("model.safetensors").is_file()
@@ -432,6 +432,14 @@ fn real_model_ranks_by_meaning() {
         let hits = all_hits(&engine, "笔记本电脑", profile);
         assert_above(&hits, "笔记本电脑", profile, is_laptop, is_paper_notebook);
     }
+    // With the model too, a confident brand and category intent puts all five iPhone
+    // cases first: no other brand's case, no iPhone (issue 14's golden query).
+    let hits = all_hits(&engine, "苹果手机壳", "default");
+    assert!(
+        hits[..5].iter().all(is_iphone_case),
+        "苹果手机壳:\n  {}",
+        top(&hits, 10)
+    );
     // The other reading of each ambiguous word wins when the query asks for it.
     let hits = all_hits(&engine, "新鲜苹果 水果", "default");
     assert_above(

@@ -256,10 +256,17 @@ async fn explain_contributions_add_up_to_the_score() {
             sum += contribution;
             names.push(f["name"].as_str().unwrap().to_string());
         }
-        // No semantic feature without a model; `蓝牙耳机` names a category, so its match counts.
+        // No semantic feature without a model; `蓝牙耳机` names a category, so its match
+        // (and mismatch) counts.
         assert_eq!(
             names,
-            ["bm25", "popularity", "rating", "category_match"],
+            [
+                "bm25",
+                "popularity",
+                "rating",
+                "category_match",
+                "category_mismatch"
+            ],
             "{h}"
         );
         let score = h["score"].as_f64().unwrap();

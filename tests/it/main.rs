@@ -14,6 +14,7 @@ mod ingest;
 mod intent;
 mod layers;
 mod profiles;
+mod relevance;
 mod rerank;
 mod security;
 mod taobao_replay;

@@ -1,0 +1,219 @@
+//! Golden queries for relevance (no model: BM25 with its bigram sub-fields plus intents):
+//! a confident brand or category intent demotes mismatches, brands are found in any script
+//! (aliases from the alias file and learned from titles), and the bigram sub-field finds
+//! what jieba's words split differently. On the demo catalog, small catalogs written here,
+//! and the shared Taobao cosmetics catalog when `../shared/data` is there.
+
+use crate::common;
+
+use std::path::Path;
+
+use serde_json::json;
+use shoprank::catalog::{read_catalog, Format, Product};
+use shoprank::engine::{Engine, Hit, SearchRequest};
+
+fn search(engine: &Engine, query: &str, size: usize) -> Vec<Hit> {
+    let mut req = SearchRequest::new(query);
+    req.size = size;
+    req.explain = true;
+    engine.search(&req).expect("search answers").hits
+}
+
+fn feature(hit: &Hit, name: &str) -> Option<f32> {
+    let explain = serde_json::to_value(hit.explain.as_ref().expect("explain asked")).unwrap();
+    explain["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == name)
+        .map(|f| f["value"].as_f64().unwrap() as f32)
+}
+
+fn listing(hits: &[Hit]) -> String {
+    hits.iter()
+        .map(|h| format!("{} [{}] {}", h.title, h.brand, h.category))
+        .collect::<Vec<_>>()
+        .join("\n  ")
+}
+
+fn product(id: &str, title: &str, brand: &str, category: &str) -> Product {
+    serde_json::from_value(json!({"id": id, "title": title, "brand": brand, "category": category}))
+        .expect("a valid product")
+}
+
+fn engine_of(products: Vec<Product>) -> (tempfile::TempDir, Engine) {
+    let dir = tempfile::tempdir().unwrap();
+    common::build_index(dir.path(), products, None);
+    let engine = common::open_engine(dir.path(), None);
+    (dir, engine)
+}
+
+#[test]
+fn apple_phone_case_query_demotes_other_brands_and_phones() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let hits = search(&engine, "苹果手机壳", 20);
+    let is_iphone_case = |h: &Hit| {
+        let t = h.title.to_lowercase();
+        h.category.ends_with("手机壳") && (t.contains("苹果") || t.contains("iphone"))
+    };
+    let cases = hits.iter().filter(|h| is_iphone_case(h)).count();
+    assert!(cases >= 5, "the demo catalog has 5 iPhone cases");
+    assert!(
+        hits[..cases].iter().all(is_iphone_case),
+        "iPhone cases first (case makers' brands included):\n  {}",
+        listing(&hits)
+    );
+    let xiaomi_case = hits
+        .iter()
+        .find(|h| h.brand == "小米" && h.category.ends_with("手机壳"));
+    let xiaomi_case = xiaomi_case.expect("the Xiaomi case is a candidate");
+    assert_eq!(feature(xiaomi_case, "brand_mismatch"), Some(0.7));
+    let iphone = hits
+        .iter()
+        .find(|h| h.brand == "Apple/苹果" && !h.category.ends_with("手机壳"));
+    if let Some(phone) = iphone {
+        assert!(feature(phone, "category_mismatch").unwrap() > 0.0);
+        assert_eq!(feature(phone, "brand_mismatch"), Some(0.0));
+    }
+    // A case maker's iPhone case is not a brand mismatch: its title names the brand.
+    let baseus = hits
+        .iter()
+        .find(|h| h.brand == "倍思")
+        .expect("a 倍思 case");
+    assert_eq!(feature(baseus, "brand_match"), Some(0.7));
+    assert_eq!(feature(baseus, "brand_mismatch"), Some(0.0));
+}
+
+#[test]
+fn brand_aliases_are_learned_from_titles_that_carry_both_spellings() {
+    let mut products = vec![
+        product("o1", "Colorkey珂拉琪 多效修护霜 50g", "珂拉琪", "美妆/面霜"),
+        product("o2", "COLORKEY 珂拉琪 爽肤水 补水", "珂拉琪", "美妆/爽肤水"),
+        product(
+            "o3",
+            "colorkey/珂拉琪 洁面乳 tmall 正品",
+            "珂拉琪",
+            "美妆/洁面",
+        ),
+        product("o4", "珂拉琪 新生塑颜 面霜 紧致", "珂拉琪", "美妆/面霜"),
+        product("o5", "珂拉琪 水感透白 面霜 保湿", "珂拉琪", "美妆/面霜"),
+        product("n1", "妮维雅 蓝罐 面霜 tmall", "妮维雅", "美妆/面霜"),
+        product("n2", "妮维雅 润唇膏 tmall", "妮维雅", "美妆/唇膏"),
+        product("z1", "自然堂 雪域 面霜 spf", "自然堂", "美妆/面霜"),
+        product("z2", "自然堂 冰肌 面霜 spf", "自然堂", "美妆/面霜"),
+        product("x1", "兰芝 睡眠 面霜 spf", "兰芝", "美妆/面霜"),
+    ];
+    // A placeholder brand is no brand: never an alias, never learned from.
+    products.push(product("p1", "其他 面霜 无名", "other/其他", "美妆/面霜"));
+    let (_d, engine) = engine_of(products);
+
+    let analysis = serde_json::to_value(engine.analyze("colorkey 面霜").unwrap()).unwrap();
+    let brand = &analysis["intents"]["brand"][0];
+    assert_eq!(brand["value"], "珂拉琪", "{analysis}");
+    assert_eq!(brand["source"], "titles", "{analysis}");
+    assert_eq!(brand["names"], json!(["珂拉琪"]), "{analysis}");
+    // `tmall` is in titles of two brands (and a generic word); `spf` in two as well.
+    for generic in ["tmall 面霜", "spf 面霜", "其他 面霜"] {
+        let a = serde_json::to_value(engine.analyze(generic).unwrap()).unwrap();
+        assert_eq!(a["intents"]["brand"], json!([]), "{generic}: {a}");
+    }
+    let aliases = engine.brand_aliases();
+    assert!(
+        aliases.contains(&"colorkey\t珂拉琪\ttitles".to_string()),
+        "{aliases:?}"
+    );
+
+    // Every 珂拉琪 面霜 first, also those whose titles never say `colorkey`.
+    let hits = search(&engine, "colorkey 面霜", 10);
+    let top: Vec<&str> = hits[..3].iter().map(|h| h.id.as_str()).collect();
+    for id in ["o1", "o4", "o5"] {
+        assert!(
+            top.contains(&id),
+            "{id} in the top 3:\n  {}",
+            listing(&hits)
+        );
+    }
+}
+
+#[test]
+fn the_alias_file_joins_the_catalogs_spelling_of_a_brand() {
+    // The catalog spells the brand `SKII` and its titles carry no Latin name; the alias
+    // file's `SK-II` entry (sk2, sk-ii, ...) joins it through the shared spelling `skii`.
+    let (_d, engine) = engine_of(vec![
+        product("s1", "护肤精华露 神仙水 230ml", "SKII", "美妆/精华"),
+        product("s2", "前男友面膜 6片", "SKII", "美妆/面膜"),
+        product("l1", "兰芝 精华水 神仙水 平替", "兰芝", "美妆/精华"),
+        product("l2", "兰芝 睡眠面膜", "兰芝", "美妆/面膜"),
+    ]);
+    for (query, top) in [("sk2神仙水", "s1"), ("SK-II 面膜", "s2")] {
+        let a = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
+        assert_eq!(a["intents"]["brand"][0]["value"], "SKII", "{query}: {a}");
+        assert_eq!(a["intents"]["brand"][0]["source"], "file", "{query}: {a}");
+        let hits = search(&engine, query, 4);
+        assert_eq!(hits[0].id, top, "{query}:\n  {}", listing(&hits));
+        let other = hits.iter().find(|h| h.brand == "兰芝").unwrap();
+        assert!(feature(other, "brand_mismatch").unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn bigrams_find_what_jieba_words_split_differently() {
+    // jieba cuts the query `洁面乳` whole but the title's `洁面` + `乳液` apart; the
+    // bigram sub-field still matches `洁面`, and the title with both bigrams wins.
+    let (_d, engine) = engine_of(vec![
+        product("a", "氨基酸洁面乳 150ml", "", ""),
+        product("b", "温和洁面 乳液 两件套", "", ""),
+        product("c", "保湿乳液 200ml", "", ""),
+    ]);
+    let a = serde_json::to_value(engine.analyze("洁面乳").unwrap()).unwrap();
+    assert_eq!(a["bigrams"], json!(["洁面", "面乳"]), "{a}");
+    let hits = search(&engine, "洁面乳", 3);
+    assert_eq!(hits[0].id, "a", "{}", listing(&hits));
+    let explain = serde_json::to_value(hits[0].explain.as_ref().unwrap()).unwrap();
+    let terms = explain["bm25_terms"]["terms"].as_array().unwrap();
+    assert!(
+        terms
+            .iter()
+            .any(|t| t["field"] == "title.bigram" && t["term"] == "面乳"),
+        "explain names the bigram sub-field: {explain}"
+    );
+}
+
+/// Cross-script brand queries on the shared Taobao cosmetics catalog (22 brand shops whose
+/// titles often carry a Latin name beside the Chinese one): the brand is understood, with
+/// its source, and fills the top 10.
+#[test]
+fn shared_cosmetics_latin_brand_queries_find_the_brand() {
+    let csv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv");
+    if !csv.is_file() {
+        eprintln!(
+            "NOTICE: {} is missing; shared-catalog golden queries skipped",
+            csv.display()
+        );
+        return;
+    }
+    let report = read_catalog(&csv, Format::Taobao, &common::schema()).expect("reads");
+    let (products, _) = report.accept(false).expect("valid");
+    let (_d, engine) = engine_of(products);
+    for (query, brand) in [
+        ("olay 面霜", "玉兰油"),
+        ("sk2神仙水", "SKII"),
+        ("SK-II 面膜", "SKII"),
+        ("clinique 三部曲", "倩碧"),
+        ("innisfree 火山泥", "悦诗风吟"),
+        ("shiseido 洗面奶", "资生堂"),
+        ("herborist 面膜", "佰草集"),
+    ] {
+        let a = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
+        assert_eq!(a["intents"]["brand"][0]["value"], brand, "{query}: {a}");
+        let hits = search(&engine, query, 10);
+        let of_brand = hits.iter().filter(|h| h.brand == brand).count();
+        assert!(
+            of_brand >= 9,
+            "{query}: {of_brand}/10 are {brand}:\n  {}",
+            listing(&hits)
+        );
+    }
+}
