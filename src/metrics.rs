@@ -56,6 +56,8 @@ pub struct Metrics {
     routes: Mutex<BTreeMap<String, Histogram>>,
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    searches: AtomicU64,
+    no_match: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +75,14 @@ impl Metrics {
         drop(routes);
         let mut requests = self.requests.lock().unwrap_or_else(|e| e.into_inner());
         *requests.entry((route.to_string(), status)).or_default() += 1;
+    }
+
+    /// Counts a search, and whether nothing matched it.
+    pub fn count_search(&self, no_match: bool) {
+        self.searches.fetch_add(1, Ordering::Relaxed);
+        if no_match {
+            self.no_match.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Counts an error by its code.
@@ -107,6 +117,26 @@ impl Metrics {
         for (code, n) in self.errors.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let _ = writeln!(out, "shoprank_errors_total{{code=\"{code}\"}} {n}");
         }
+        let (searches, no_match) = (
+            self.searches.load(Ordering::Relaxed),
+            self.no_match.load(Ordering::Relaxed),
+        );
+        let rate = if searches > 0 {
+            no_match as f64 / searches as f64
+        } else {
+            0.0
+        };
+        let _ = write!(
+            out,
+            "# HELP shoprank_searches_total Searches answered.\n\
+             # TYPE shoprank_searches_total counter\nshoprank_searches_total {searches}\n\
+             # HELP shoprank_searches_no_match_total Searches that matched no product.\n\
+             # TYPE shoprank_searches_no_match_total counter\n\
+             shoprank_searches_no_match_total {no_match}\n\
+             # HELP shoprank_zero_result_rate Share of searches that matched no product, \
+             since start.\n# TYPE shoprank_zero_result_rate gauge\n\
+             shoprank_zero_result_rate {rate}\n"
+        );
         out.push_str("# HELP shoprank_request_duration_seconds HTTP request latency by route.\n");
         out.push_str("# TYPE shoprank_request_duration_seconds histogram\n");
         for (route, h) in self.routes.lock().unwrap_or_else(|e| e.into_inner()).iter() {

@@ -86,6 +86,7 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
         explain: a.explain,
         user: a.user,
         overrides: Default::default(),
+        all_candidates: false,
     };
     let res = engine.search(&req)?;
     if a.json {
@@ -93,15 +94,24 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{} results for `{}` (profile {}, semantic {}, {:.1} ms); tokens: {}",
+        "{} matching products for `{}` ({} ranked; profile {}, semantic {}, {:.1} ms); tokens: {}",
         res.total,
         res.query,
+        res.pageable,
         res.profile,
         if res.semantic { "on" } else { "off" },
         res.timings_ms.total,
         res.tokens.join(" ")
     );
-    for (i, h) in res.hits.iter().enumerate() {
+    if res.no_match {
+        println!("no product matches; related products instead:");
+    }
+    let shown = if res.no_match {
+        &res.related
+    } else {
+        &res.hits
+    };
+    for (i, h) in shown.iter().enumerate() {
         let price = h.price.map_or("-".to_string(), |p| format!("¥{p}"));
         println!(
             "{:>3}. {:>7.4}  [{}] {}  {}  {}",

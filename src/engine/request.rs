@@ -25,6 +25,9 @@ pub struct SearchRequest {
     pub user: Option<String>,
     /// Weights replacing the profile's for this request only (`w.semantic=0.6`).
     pub overrides: std::collections::BTreeMap<String, f32>,
+    /// List every ranked candidate as a hit, matches or not (offline `eval` and `tune`
+    /// score the ranking; `no_match` still tells whether anything matched).
+    pub all_candidates: bool,
 }
 
 impl SearchRequest {
@@ -39,6 +42,7 @@ impl SearchRequest {
             explain: false,
             user: None,
             overrides: Default::default(),
+            all_candidates: false,
         }
     }
 }
@@ -87,8 +91,19 @@ pub struct SearchResponse {
     pub tokens: Vec<String>,
     /// Words added by synonyms (searched at a lower weight).
     pub synonyms: Vec<String>,
-    /// Number of ranked results (the candidate set after filters).
+    /// Number of products that match (see `rank::Matching`): products under the filters
+    /// whose text holds enough of the query's terms, counted over the whole catalog, plus
+    /// candidates found only by meaning whose similarity passes the profile's bar.
     pub total: usize,
+    /// How many of them can be paged through (the ranked candidates that match; at most
+    /// the profile's candidate counts).
+    pub pageable: usize,
+    /// Nothing matched: `hits` is empty and `related` holds the nearest candidates.
+    pub no_match: bool,
+    /// When nothing matches, the best candidates anyway (not matches: the page should say
+    /// so); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub related: Vec<Hit>,
     /// Page number.
     pub page: usize,
     /// Page size.

@@ -164,8 +164,102 @@ impl Engine {
             |ord| crate::analysis::normalize(&gen.products[ord as usize].brand),
             profile.diversity.max_per_brand,
         );
-        let facets = retrieve::facets(&gen.products, ranked.iter().map(|s| s.ord), 20);
-        let page: Vec<&rank::Scored> = ranked
+        // Matches: enough of the query's terms in the text, or close enough in meaning.
+        // The rest are shown only as `related`, when nothing matches.
+        let matching = profile.matching;
+        let similarity: HashMap<u32, f32> = candidates
+            .iter()
+            .filter_map(|c| Some((c.ord, c.semantic?)))
+            .collect();
+        // A brand in the query boosts, it does not filter: its terms do not count towards
+        // the share, unless the query is nothing but the brand (then a product of that
+        // brand, in any spelling, holds them all).
+        let brand_terms: Vec<String> = intents
+            .brand
+            .iter()
+            .flat_map(|b| gen.analysis.bigrams(&b.alias))
+            .collect();
+        let mut terms: Vec<String> = words
+            .bigrams
+            .iter()
+            .filter(|t| !brand_terms.contains(t))
+            .cloned()
+            .collect();
+        let brand_only = terms.is_empty();
+        if brand_only {
+            terms = words.bigrams.clone();
+        }
+        // Synonyms (and a brand's other names) match too: `零嘴` finds `零食`.
+        let mut synonym_terms: Vec<String> = Vec::new();
+        for w in &words.synonyms {
+            for t in gen.analysis.bigrams(w) {
+                if !synonym_terms.contains(&t) {
+                    synonym_terms.push(t);
+                }
+            }
+        }
+        let names_brand = |s: &rank::Scored| {
+            s.explain
+                .features
+                .iter()
+                .any(|f| f.name == "brand_match" && f.value > 0.0)
+        };
+        let mut by_meaning_only = 0;
+        let anchored: Vec<bool> = ranked
+            .iter()
+            .map(|s| {
+                let share = match brand_only && names_brand(s) {
+                    true => 1.0,
+                    false => retrieve::match_share(&gen, &terms, &gen.products[s.ord as usize]),
+                };
+                let p = &gen.products[s.ord as usize];
+                let lexical = share >= matching.min_share
+                    || (!synonym_terms.is_empty()
+                        && retrieve::match_share(&gen, &synonym_terms, p) >= matching.min_share);
+                let close = similarity
+                    .get(&s.ord)
+                    .is_some_and(|&x| x >= matching.min_similarity);
+                by_meaning_only += usize::from(close && !lexical);
+                lexical || close
+            })
+            .collect();
+        // Scores may be negative (mismatch penalties); the bar is relative to the best.
+        let best = ranked
+            .iter()
+            .zip(&anchored)
+            .filter(|(_, a)| **a)
+            .map(|(s, _)| s.score)
+            .fold(f32::NEG_INFINITY, f32::max);
+        let bar = if best == f32::NEG_INFINITY {
+            f32::INFINITY // nothing matched by text or meaning: nothing else matches either
+        } else if best > 0.0 {
+            best * matching.min_relative
+        } else {
+            best
+        };
+        let no_match = !anchored.iter().any(|a| *a);
+        let (matched, unmatched): (Vec<_>, Vec<_>) = ranked
+            .into_iter()
+            .zip(anchored)
+            .partition(|(s, anchor)| req.all_candidates || *anchor || s.score >= bar);
+        let matched: Vec<rank::Scored> = matched.into_iter().map(|(s, _)| s).collect();
+        let unmatched: Vec<rank::Scored> = unmatched.into_iter().map(|(s, _)| s).collect();
+        let total = if matching.min_share > 0.0 {
+            let lexical = retrieve::count_matches(
+                &gen,
+                &terms,
+                &words,
+                &profile.boosts,
+                &filters,
+                matching.min_share,
+            )?;
+            (lexical + by_meaning_only).max(matched.len())
+        } else {
+            matched.len()
+        };
+        self.metrics.count_search(no_match);
+        let facets = retrieve::facets(&gen.products, matched.iter().map(|s| s.ord), 20);
+        let page: Vec<&rank::Scored> = matched
             .iter()
             .skip((req.page - 1) * req.size)
             .take(req.size)
@@ -178,24 +272,33 @@ impl Engine {
             false => Vec::new(),
         }
         .into_iter();
+        let hit = |s: &rank::Scored, bm25_terms: Option<serde_json::Value>| {
+            let p = &gen.products[s.ord as usize];
+            Hit {
+                id: p.id.clone(),
+                title: p.title.clone(),
+                brand: p.brand.clone(),
+                category: p.category.clone(),
+                price: p.price,
+                score: s.score,
+                explain: req.explain.then(|| rank::Explain {
+                    bm25_terms,
+                    ..s.explain.clone()
+                }),
+            }
+        };
         let hits = page
             .into_iter()
-            .map(|s| {
-                let p = &gen.products[s.ord as usize];
-                Hit {
-                    id: p.id.clone(),
-                    title: p.title.clone(),
-                    brand: p.brand.clone(),
-                    category: p.category.clone(),
-                    price: p.price,
-                    score: s.score,
-                    explain: req.explain.then(|| rank::Explain {
-                        bm25_terms: bm25_terms.next().flatten(),
-                        ..s.explain.clone()
-                    }),
-                }
-            })
+            .map(|s| hit(s, bm25_terms.next().flatten()))
             .collect();
+        let related = match no_match {
+            true => unmatched
+                .iter()
+                .take(req.size)
+                .map(|s| hit(s, None))
+                .collect(),
+            false => Vec::new(),
+        };
         drop(span);
         timings.rank = self.stage("rank", t);
         timings.total = self.stage("total", started);
@@ -204,7 +307,10 @@ impl Engine {
             query: req.query.clone(),
             tokens: words.words,
             synonyms: words.synonyms,
-            total: ranked.len(),
+            total,
+            pageable: matched.len(),
+            no_match,
+            related,
             page: req.page,
             size: req.size,
             profile: profile_name,

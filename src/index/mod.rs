@@ -432,14 +432,7 @@ pub(crate) fn document(fields: &Fields, ord: u64, p: &Product) -> TantivyDocumen
     doc.add_text(fields.id, &p.id);
     doc.add_u64(fields.ord, ord);
     for (spec, field) in &fields.text {
-        let text = match spec.source() {
-            "title" => p.title.clone(),
-            "brand" => p.brand.clone(),
-            "category" => p.category.replace('/', " "),
-            "attributes" => p.attributes_text(),
-            "shop" => p.shop.clone(),
-            _ => continue,
-        };
+        let text = field_text(p, spec.source());
         if !text.is_empty() {
             doc.add_text(*field, &text);
         }
@@ -455,6 +448,18 @@ pub(crate) fn document(fields: &Fields, ord: u64, p: &Product) -> TantivyDocumen
     }
     doc.add_bool(fields.in_stock, p.in_stock);
     doc
+}
+
+/// The text a product's searchable field indexes (empty for an unknown field).
+pub fn field_text(p: &Product, field: &str) -> String {
+    match field {
+        "title" => p.title.clone(),
+        "brand" => p.brand.clone(),
+        "category" => p.category.replace('/', " "),
+        "attributes" => p.attributes_text(),
+        "shop" => p.shop.clone(),
+        _ => String::new(),
+    }
 }
 
 /// The facet of a `/`-separated category path, in normalized spelling.

@@ -78,6 +78,7 @@ pub fn collect(
         req.profile = Some(profile.to_string());
         req.explain = true;
         req.size = MAX_PAGE_SIZE;
+        req.all_candidates = true;
         let mut candidates = Vec::new();
         loop {
             let res = engine.search(&req)?;
@@ -103,7 +104,7 @@ pub fn collect(
                     features,
                 });
             }
-            if last || candidates.len() >= res.total {
+            if last || candidates.len() >= res.pageable {
                 break;
             }
             req.page += 1;

@@ -56,6 +56,39 @@ pub struct Profile {
     /// Result diversity.
     #[serde(default)]
     pub diversity: Diversity,
+    /// What counts as a match (shown in `hits` and counted in `total`).
+    #[serde(default)]
+    pub matching: Matching,
+}
+
+/// What counts as a match: a product whose text holds at least `min_share` of the query's
+/// terms (its CJK bigrams and Latin/digit words, in the fields with a `.bigram`
+/// sub-field), or a vector candidate at least `min_similarity` close to the query; and,
+/// once something matches that way, any candidate scoring at least `min_relative` of the
+/// best such match (what ranks beside a match is shown with it). Other candidates are not
+/// matches: they are shown only as `related` when nothing matches.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Matching {
+    /// Share of the query's terms a product's text must hold, 0..=1 (0: every candidate
+    /// matches).
+    pub min_share: f32,
+    /// Cosine similarity at which a candidate matches whatever its text, -1..=1 (model
+    /// dependent: m3e-small puts unrelated titles near 0.75, see docs/ranking-profiles.md).
+    pub min_similarity: f32,
+    /// Share of the best match's score at which a candidate matches too, 0..=1 (1: only
+    /// the two rules above).
+    pub min_relative: f32,
+}
+
+impl Default for Matching {
+    fn default() -> Self {
+        Matching {
+            min_share: 0.25,
+            min_similarity: 0.76,
+            min_relative: 0.8,
+        }
+    }
 }
 
 /// Result diversity: at most `max_per_brand` products of one brand in a row of results
@@ -107,6 +140,7 @@ impl Profile {
             candidates: CandidateCounts::default(),
             personalization: Personalization::default(),
             diversity: Diversity::default(),
+            matching: Matching::default(),
         }
     }
 
@@ -122,6 +156,12 @@ impl Profile {
             },
             personalization: Personalization::default(),
             diversity: Diversity::default(),
+            // BM25 scores fall off faster than hybrid ones: a lower relative bar kept
+            // dev R@100 at 0.952 (0.8 cut it to 0.920).
+            matching: Matching {
+                min_relative: 0.2,
+                ..Matching::default()
+            },
         }
     }
 
@@ -169,6 +209,17 @@ impl Profile {
             }
         }
         self.personalization.validate()?;
+        let m = self.matching;
+        if !(0.0..=1.0).contains(&m.min_share)
+            || !(-1.0..=1.0).contains(&m.min_similarity)
+            || !(0.0..=1.0).contains(&m.min_relative)
+        {
+            return Err(format!(
+                "matching: min_share and min_relative must be within 0..=1 and \
+                 min_similarity within -1..=1, got {}, {} and {}",
+                m.min_share, m.min_relative, m.min_similarity
+            ));
+        }
         if self.candidates.bm25 + self.candidates.vector == 0
             || self.candidates.bm25 > 10_000
             || self.candidates.vector > 10_000

@@ -21,10 +21,10 @@ use tantivy::query::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
 
-use crate::analysis::normalize;
+use crate::analysis::{normalize, BigramTokenizer};
 use crate::catalog::Product;
 use crate::error::{Error, Result};
-use crate::index::{category_facet, Generation};
+use crate::index::{category_facet, field_text, Generation};
 
 /// Restrictions on the result set.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -325,6 +325,65 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
         return None;
     }
     Some(Box::new(BooleanQuery::new(per_field)))
+}
+
+/// The share of `terms` (query bigram terms) that a product's text holds, in the fields
+/// indexed with a `.bigram` sub-field (1 when there is no term).
+pub fn match_share(gen: &Generation, terms: &[String], p: &Product) -> f32 {
+    if terms.is_empty() {
+        return 1.0;
+    }
+    let mut have = std::collections::HashSet::new();
+    for (spec, _) in gen.fields.text.iter().filter(|(s, _)| s.is_bigram()) {
+        have.extend(BigramTokenizer.terms(&field_text(p, spec.source())));
+    }
+    let found = terms.iter().filter(|t| have.contains(*t)).count();
+    found as f32 / terms.len() as f32
+}
+
+/// How many products under `filters` hold at least `min_share` of `terms` (see
+/// [`match_share`]); with no bigram sub-field or no term, how many hold any query word.
+pub fn count_matches(
+    gen: &Generation,
+    terms: &[String],
+    words: &QueryWords,
+    boosts: &Boosts,
+    filters: &Filters,
+    min_share: f32,
+) -> Result<usize> {
+    let fields: Vec<tantivy::schema::Field> = gen
+        .fields
+        .text
+        .iter()
+        .filter(|(s, _)| s.is_bigram())
+        .map(|(_, f)| *f)
+        .collect();
+    let query: Box<dyn Query> = if fields.is_empty() || terms.is_empty() {
+        match text_query(gen, words, boosts) {
+            Some(q) => q,
+            None => return Ok(0),
+        }
+    } else {
+        let per_term: Vec<Box<dyn Query>> = terms
+            .iter()
+            .map(|t| {
+                let any_field: Vec<Box<dyn Query>> = fields
+                    .iter()
+                    .map(|f| {
+                        let term = Term::from_field_text(*f, t);
+                        Box::new(TermQuery::new(term, IndexRecordOption::Basic)) as Box<dyn Query>
+                    })
+                    .collect();
+                Box::new(BooleanQuery::union(any_field)) as Box<dyn Query>
+            })
+            .collect();
+        let need = ((min_share * per_term.len() as f32).ceil() as usize).max(1);
+        Box::new(BooleanQuery::union_with_minimum_required_clauses(
+            per_term, need,
+        ))
+    };
+    let q = with_filters(query, filters.queries(gen));
+    Ok(gen.searcher.search(&*q, &tantivy::collector::Count)?)
 }
 
 /// tantivy's explanation of each row's BM25 score (per field and term: boosts, idf, term

@@ -88,6 +88,7 @@ impl TryFrom<SearchParams> for SearchRequest {
         }
         Ok(SearchRequest {
             overrides,
+            all_candidates: false,
             query: p
                 .q
                 .ok_or_else(|| Error::param("q", "missing: pass the query as ?q=..."))?,

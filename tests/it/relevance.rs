@@ -208,12 +208,85 @@ fn shared_cosmetics_latin_brand_queries_find_the_brand() {
     ] {
         let a = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
         assert_eq!(a["intents"]["brand"][0]["value"], brand, "{query}: {a}");
+        // The brand's products first: no other brand ranks above one of them.
         let hits = search(&engine, query, 10);
-        let of_brand = hits.iter().filter(|h| h.brand == brand).count();
+        let last_of_brand = hits.iter().rposition(|h| h.brand == brand);
+        let first_other = hits.iter().position(|h| h.brand != brand);
         assert!(
-            of_brand >= 9,
-            "{query}: {of_brand}/10 are {brand}:\n  {}",
+            last_of_brand.is_some() && first_other.is_none_or(|o| o > last_of_brand.unwrap()),
+            "{query}: {brand} first:\n  {}",
             listing(&hits)
         );
     }
+}
+
+#[test]
+fn a_query_for_something_not_sold_matches_nothing_and_says_so() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    for query in ["不存在的东西xyz", "量子纠缠发射器", "asdfgh"] {
+        let mut req = SearchRequest::new(query);
+        req.size = 5;
+        let res = engine.search(&req).unwrap();
+        assert!(res.no_match, "{query}: {}", listing(&res.hits));
+        assert_eq!(
+            (res.total, res.pageable, res.hits.len()),
+            (0, 0, 0),
+            "{query}"
+        );
+        // Without a model the candidates are BM25's only (a stray shared word, if any).
+        assert!(
+            res.related.len() <= 5,
+            "{query}: at most a page of related products"
+        );
+    }
+    let res = engine
+        .search(&SearchRequest::new("不存在的东西xyz"))
+        .unwrap();
+    assert!(
+        !res.related.is_empty(),
+        "`的` or `东西` is somewhere in the demo catalog"
+    );
+    let res = engine.search(&SearchRequest::new("口红")).unwrap();
+    assert!(!res.no_match && res.related.is_empty() && res.total >= res.hits.len());
+    assert!(
+        res.hits.iter().all(|h| h.category.ends_with("口红")),
+        "{}",
+        listing(&res.hits)
+    );
+    let metrics = engine.metrics.render();
+    assert!(metrics.contains("shoprank_searches_total 5"), "{metrics}");
+    assert!(
+        metrics.contains("shoprank_searches_no_match_total 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("shoprank_zero_result_rate 0.8"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn total_counts_every_matching_product_not_only_the_ranked_candidates() {
+    let mut products: Vec<Product> = (0..300)
+        .map(|i| product(&format!("c{i}"), &format!("硅胶手机壳 款式{i}"), "", ""))
+        .collect();
+    products.push(product("x", "不锈钢保温杯 500ml", "", ""));
+    let (_d, engine) = engine_of(products);
+    let mut req = SearchRequest::new("手机壳");
+    req.size = 10;
+    let res = engine.search(&req).unwrap();
+    assert_eq!(res.total, 300, "every product holding the query's terms");
+    assert_eq!(
+        res.pageable, 200,
+        "the default profile ranks 200 BM25 candidates"
+    );
+    let mut req = SearchRequest::new("手机壳");
+    req.filters.brand = Some("无此品牌".into());
+    let res = engine.search(&req).unwrap();
+    assert_eq!(
+        (res.total, res.no_match),
+        (0, true),
+        "filters apply to the count"
+    );
 }

@@ -125,6 +125,8 @@ pub struct ProfileResult {
     pub mean: QueryScores,
     /// Per scored query, in the order of [`EvalRun::queries`].
     pub per_query: Vec<QueryScores>,
+    /// Queries that matched no product (the scores rank every candidate all the same).
+    pub no_match: usize,
 }
 
 /// The first profile against another one, per-query paired.
@@ -195,22 +197,23 @@ pub fn run(
     let mut results = Vec::new();
     for profile in profiles {
         let mut per_query = Vec::with_capacity(scored.len());
+        let mut no_match = 0;
         for ((_, query), judged) in &scored {
             let mut req = SearchRequest::new(query.clone());
             req.profile = Some(profile.clone());
             req.size = metrics::DEPTH;
-            let ranked: Vec<String> = engine
-                .search(&req)?
-                .hits
-                .into_iter()
-                .map(|h| h.id)
-                .collect();
+            // The ranking of every candidate: what matches is counted apart (`no match`).
+            req.all_candidates = true;
+            let res = engine.search(&req)?;
+            no_match += usize::from(res.no_match);
+            let ranked: Vec<String> = res.hits.into_iter().map(|h| h.id).collect();
             per_query.push(score_ranked(&ranked, judged, k));
         }
         results.push(ProfileResult {
             profile: profile.clone(),
             mean: QueryScores::mean(&per_query),
             per_query,
+            no_match,
         });
     }
     let comparisons = match results.split_first() {

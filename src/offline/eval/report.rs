@@ -129,7 +129,8 @@ fn tables(run: &EvalRun, per_query: bool, markdown: bool) -> String {
     }
     let _ = writeln!(
         out,
-        "{} judged queries scored{}; cutoff k = {k}; MAP and Recall@100 over the top 100.\n",
+        "{} judged queries scored{}; cutoff k = {k}; MAP and Recall@100 over the top 100; \
+         `no match`: queries that matched no product (scores rank every candidate).\n",
         run.queries.len(),
         if run.skipped > 0 {
             format!(" ({} skipped: no positive judgment)", run.skipped)
@@ -146,6 +147,7 @@ fn tables(run: &EvalRun, per_query: bool, markdown: bool) -> String {
         "Recall@1".into(),
         "Recall@100".into(),
         "queries".into(),
+        "no match".into(),
     ]
     .to_vec();
     let rows: Vec<Vec<String>> = run
@@ -166,6 +168,7 @@ fn tables(run: &EvalRun, per_query: bool, markdown: bool) -> String {
                 format!("{:.4}", m.recall1),
                 format!("{:.4}", m.recall100),
                 p.per_query.len().to_string(),
+                p.no_match.to_string(),
             ]
         })
         .collect();
@@ -235,6 +238,7 @@ mod tests {
             profile: "a".into(),
             mean: QueryScores::mean(&[QueryScores::from_grades(&[0, 1], &[1], 10)]),
             per_query: vec![QueryScores::from_grades(&[0, 1], &[1], 10)],
+            no_match: 0,
         };
         let mut b = a.clone();
         b.profile = "b".into();
