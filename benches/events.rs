@@ -61,8 +61,8 @@ fn search(engine: &Engine, query: &str, user: Option<&str>) -> usize {
     let res = engine.search(&req).unwrap();
     assert_eq!(res.personalized, user.is_some(), "`{query}`");
     assert!(res.hits.windows(2).all(|w| w[0].score >= w[1].score));
-    assert_eq!(res.hits.len(), res.total.min(10));
-    res.total
+    assert_eq!(res.hits.len(), res.pageable.min(10));
+    res.pageable
 }
 
 fn main() {

@@ -21,7 +21,7 @@ use tantivy::query::{
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
 
-use crate::analysis::{normalize, BigramTokenizer};
+use crate::analysis::normalize;
 use crate::catalog::Product;
 use crate::error::{Error, Result};
 use crate::index::{category_facet, field_text, Generation};
@@ -328,16 +328,25 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
 }
 
 /// The share of `terms` (query bigram terms) that a product's text holds, in the fields
-/// indexed with a `.bigram` sub-field (1 when there is no term).
+/// indexed with a `.bigram` sub-field (1 when there is no term). A term counts when the
+/// normalized text contains it: exactly the bigram sub-field's test for CJK bigrams,
+/// looser for Latin/digit terms (`50` is in `500ml`). One normalize per field, no
+/// tokenizing: this runs for every candidate of every search.
 pub fn match_share(gen: &Generation, terms: &[String], p: &Product) -> f32 {
     if terms.is_empty() {
         return 1.0;
     }
-    let mut have = std::collections::HashSet::new();
-    for (spec, _) in gen.fields.text.iter().filter(|(s, _)| s.is_bigram()) {
-        have.extend(BigramTokenizer.terms(&field_text(p, spec.source())));
-    }
-    let found = terms.iter().filter(|t| have.contains(*t)).count();
+    let texts: Vec<String> = gen
+        .fields
+        .text
+        .iter()
+        .filter(|(s, _)| s.is_bigram())
+        .map(|(s, _)| normalize(&field_text(p, s.source())))
+        .collect();
+    let found = terms
+        .iter()
+        .filter(|t| texts.iter().any(|x| x.contains(t.as_str())))
+        .count();
     found as f32 / terms.len() as f32
 }
 
