@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::RwLock;
 
-use pinyin::ToPinyin;
+pub use crate::analysis::pinyin_keys;
 use serde::Serialize;
 
 use crate::analysis::normalize;
@@ -26,25 +26,6 @@ pub struct Suggestion {
     pub text: String,
     /// Popularity.
     pub score: f64,
-}
-
-/// Full pinyin and initials of normalized text (non-Chinese characters kept as they are).
-pub fn pinyin_keys(text: &str) -> (String, String) {
-    let (mut full, mut initials) = (String::new(), String::new());
-    for (c, p) in text.chars().zip(text.to_pinyin()) {
-        match p {
-            Some(p) => {
-                full.push_str(p.plain());
-                initials.push_str(p.first_letter());
-            }
-            None if c.is_whitespace() => {}
-            None => {
-                full.push(c);
-                initials.push(c);
-            }
-        }
-    }
-    (full, initials)
 }
 
 #[derive(Default)]

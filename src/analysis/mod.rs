@@ -11,6 +11,7 @@
 pub mod bigram;
 pub mod chinese;
 pub mod normalize;
+pub mod pinyin;
 
 use std::io::BufRead;
 use std::path::Path;
@@ -22,6 +23,7 @@ use tantivy::tokenizer::{RemoveLongFilter, TextAnalyzer, TokenizerManager};
 pub use bigram::{is_cjk, BigramTokenizer};
 pub use chinese::{ChineseTokenizer, Side};
 pub use normalize::{normalize, normalize_with_offsets};
+pub use pinyin::{pinyin_keys, PinyinConversion, PinyinVocab};
 
 use crate::error::{Error, Result};
 

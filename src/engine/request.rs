@@ -104,6 +104,9 @@ pub struct SearchResponse {
     /// so); empty otherwise.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub related: Vec<Hit>,
+    /// Pinyin in the query converted to the catalog's words (`lan kou` -> `兰蔻`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinyin: Option<crate::analysis::PinyinConversion>,
     /// Page number.
     pub page: usize,
     /// Page size.

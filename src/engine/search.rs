@@ -57,6 +57,11 @@ impl Engine {
             model: &model,
             analysis: &analysis,
             synonyms: &synonyms,
+            // Built on first use: only a query with Latin letters can hold pinyin.
+            pinyin: query
+                .bytes()
+                .any(|b| b.is_ascii_alphabetic())
+                .then(|| gen.pinyin()),
         };
         intent::understand(query, &res, encode, |key| match &self.behavior {
             Some(b) => b.click_categories(key),
@@ -125,6 +130,7 @@ impl Engine {
             synonyms,
             bigrams,
             intents,
+            pinyin,
             ..
         } = understood;
         let words = QueryWords {
@@ -198,12 +204,10 @@ impl Engine {
                 }
             }
         }
-        let names_brand = |s: &rank::Scored| {
-            s.explain
-                .features
-                .iter()
-                .any(|f| f.name == "brand_match" && f.value > 0.0)
+        let feature_at_least = |s: &rank::Scored, name: &str, min: f32| {
+            (s.explain.features.iter()).any(|f| f.name == name && f.value >= min)
         };
+        let names_brand = |s: &rank::Scored| feature_at_least(s, "brand_match", f32::MIN_POSITIVE);
         let mut by_meaning_only = 0;
         let anchored: Vec<bool> = ranked
             .iter()
@@ -216,9 +220,11 @@ impl Engine {
                 let lexical = share >= matching.min_share
                     || (!synonym_terms.is_empty()
                         && retrieve::match_share(&gen, &synonym_terms, p) >= matching.min_share);
+                // In the category the query names (`猕猴桃` finds `奇异果`) is close too.
                 let close = similarity
                     .get(&s.ord)
-                    .is_some_and(|&x| x >= matching.min_similarity);
+                    .is_some_and(|&x| x >= matching.min_similarity)
+                    || feature_at_least(s, "category_match", 0.5);
                 by_meaning_only += usize::from(close && !lexical);
                 lexical || close
             })
@@ -311,6 +317,7 @@ impl Engine {
             pageable: matched.len(),
             no_match,
             related,
+            pinyin,
             page: req.page,
             size: req.size,
             profile: profile_name,

@@ -33,7 +33,7 @@ use crate::vectors::Vectors;
 pub use embed_cache::EmbeddingCache;
 pub use live::{Change, LiveWriter, Outcome, Patch, Write as ProductWrite};
 
-use crate::analysis::{normalize, Analysis};
+use crate::analysis::{normalize, Analysis, PinyinVocab};
 use crate::catalog::Product;
 use crate::encoder::Encoder;
 use crate::error::{Error, Result};
@@ -175,6 +175,8 @@ pub struct Generation {
     pub intents: Arc<IntentModel>,
     /// Last change-log entry applied to the rows.
     pub last_seq: u64,
+    /// The catalog's words by pinyin, built on first use (see [`Generation::pinyin`]).
+    pub pinyin: Arc<std::sync::OnceLock<PinyinVocab>>,
 }
 
 impl Generation {
@@ -192,6 +194,36 @@ impl Generation {
     /// Number of live products.
     pub fn live_count(&self) -> usize {
         self.products.len() - self.removed_count
+    }
+
+    /// The catalog's words by pinyin, for pinyin queries: the jieba words of the title
+    /// field's term dictionary (with document frequencies) and the brands. Built on first
+    /// use (the first pinyin-looking query), then kept for the generation.
+    pub fn pinyin(&self) -> &PinyinVocab {
+        self.pinyin.get_or_init(|| {
+            let mut terms: HashMap<String, u64> = HashMap::new();
+            let title = self.fields.text.iter().find(|(s, _)| s.name == "title");
+            for segment in self.searcher.segment_readers() {
+                let Some(Ok(index)) = title.map(|(_, f)| segment.inverted_index(*f)) else {
+                    continue;
+                };
+                let Ok(mut stream) = index.terms().stream() else {
+                    continue;
+                };
+                while stream.advance() {
+                    if let Ok(term) = std::str::from_utf8(stream.key()) {
+                        *terms.entry(term.to_string()).or_default() +=
+                            stream.value().doc_freq as u64;
+                    }
+                }
+            }
+            for p in &self.products {
+                for part in p.brand.split('/') {
+                    *terms.entry(normalize(part)).or_default() += 1;
+                }
+            }
+            PinyinVocab::new(terms)
+        })
     }
 }
 
@@ -550,6 +582,7 @@ pub fn open_named(data_dir: &Path, name: &str, encoder: Option<&Encoder>) -> Res
         analysis: Arc::new(analysis),
         max_sales,
         last_seq: 0,
+        pinyin: Default::default(),
     };
     live::replay_own_log(data_dir, &mut gen, encoder)?;
     Ok(gen)

@@ -31,7 +31,7 @@ pub use brand::{BrandIntent, BrandMatcher};
 pub use price::PriceIntent;
 pub use synonyms::Synonyms;
 
-use crate::analysis::{normalize, Analysis};
+use crate::analysis::{normalize, Analysis, PinyinConversion, PinyinVocab};
 use crate::catalog::Product;
 use crate::encoder::dot;
 use crate::error::Result;
@@ -73,6 +73,10 @@ pub struct QueryAnalysis {
     pub synonyms: Vec<String>,
     /// CJK bigrams of the searched text (for `.bigram` sub-fields).
     pub bigrams: Vec<String>,
+    /// Pinyin converted to the catalog's words (`lan kou` -> `兰蔻`), if any; the searched
+    /// text is the converted one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinyin: Option<PinyinConversion>,
     /// Detected intents.
     pub intents: Intents,
 }
@@ -317,6 +321,8 @@ pub struct Resources<'a> {
     pub analysis: &'a Analysis,
     /// Query-time synonyms.
     pub synonyms: &'a Synonyms,
+    /// The catalog's words by pinyin (`None`: no pinyin conversion).
+    pub pinyin: Option<&'a PinyinVocab>,
 }
 
 /// Understands a trimmed, validated query once: normalizes it, finds its intents, cuts
@@ -331,7 +337,24 @@ pub fn understand(
     clicks: impl FnOnce(&str) -> Vec<(String, f32)>,
 ) -> Result<(QueryAnalysis, Option<Vec<f32>>)> {
     let span = tracing::debug_span!("analyze").entered();
-    let normalized = normalize(query);
+    let mut normalized = normalize(query);
+    let mut query = query.to_string();
+    // Pinyin typed for Chinese (`lan kou mian shuang`) becomes the catalog's words, unless
+    // a Latin word of the query names a brand (`olay 面霜`).
+    let mut pinyin = None;
+    let latin_brand =
+        || (res.model.brands().detect(&normalized).iter()).any(|(b, _)| b.alias.is_ascii());
+    if let Some(vocab) = res
+        .pinyin
+        .filter(|_| normalized.bytes().any(|b| b.is_ascii_lowercase()))
+    {
+        if let Some((text, conversion)) = vocab.convert(&normalized).filter(|_| !latin_brand()) {
+            query = text.clone();
+            normalized = text;
+            pinyin = Some(conversion);
+        }
+    }
+    let query = query.as_str();
     let (mut intents, cut) = res.model.analyze(&normalized, None);
     // The searched text: the query without its price expression; the query itself when
     // nothing else is left. `key` is it normalized (normalizing is idempotent, so the
@@ -373,6 +396,7 @@ pub fn understand(
             synonyms,
             bigrams,
             intents,
+            pinyin,
         },
         vector,
     ))

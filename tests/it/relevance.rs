@@ -290,3 +290,71 @@ fn total_counts_every_matching_product_not_only_the_ranked_candidates() {
         "filters apply to the count"
     );
 }
+
+#[test]
+fn pinyin_queries_search_the_catalogs_words() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let res = engine
+        .search(&SearchRequest::new("lan kou mian shuang"))
+        .unwrap();
+    let conversion = res.pinyin.as_ref().expect("the conversion is shown");
+    assert_eq!(conversion.to, "兰蔻 面霜");
+    assert!(res.hits[0].title.contains("兰蔻") && res.hits[0].title.contains("面霜"));
+    let res = engine.search(&SearchRequest::new("kouhong")).unwrap();
+    assert!(
+        res.hits[..3].iter().all(|h| h.category.ends_with("口红")),
+        "kouhong:\n  {}",
+        listing(&res.hits)
+    );
+    let a = serde_json::to_value(engine.analyze("lankou面霜").unwrap()).unwrap();
+    assert_eq!(a["pinyin"]["from"], "lankou", "{a}");
+    assert_eq!(a["search_text"], "兰蔻面霜", "{a}");
+    // Latin words of the catalog and brand aliases stay as typed.
+    for query in ["iphone 手机壳", "lancome 口红"] {
+        let a = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
+        assert!(a.get("pinyin").is_none(), "{query}: {a}");
+    }
+}
+
+/// Every shop of the shared cosmetics catalog typed as pinyin (`yushifengyin` for
+/// 悦诗风吟): its products come first.
+#[test]
+fn shared_cosmetics_brands_typed_in_pinyin_find_the_brand() {
+    let csv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv");
+    if !csv.is_file() {
+        eprintln!(
+            "NOTICE: {} is missing; pinyin golden queries skipped",
+            csv.display()
+        );
+        return;
+    }
+    let report = read_catalog(&csv, Format::Taobao, &common::schema()).expect("reads");
+    let (products, _) = report.accept(false).expect("valid");
+    let mut brands: Vec<String> = products.iter().map(|p| p.brand.clone()).collect();
+    brands.sort();
+    brands.dedup();
+    let (_d, engine) = engine_of(products);
+    let mut found = 0;
+    for brand in brands.iter().filter(|b| !b.is_ascii()) {
+        let (query, _) = shoprank::analysis::pinyin_keys(brand);
+        let mut req = SearchRequest::new(query.clone());
+        req.size = 5;
+        let res = engine.search(&req).unwrap();
+        if res.hits.len() == 5 && res.hits.iter().all(|h| &h.brand == brand) {
+            found += 1;
+        } else {
+            eprintln!(
+                "{query} ({brand}): {:?}\n  {}",
+                res.pinyin,
+                listing(&res.hits)
+            );
+        }
+    }
+    let chinese = brands.iter().filter(|b| !b.is_ascii()).count();
+    assert!(
+        found + 1 >= chinese,
+        "{found} of {chinese} brands found by pinyin"
+    );
+}

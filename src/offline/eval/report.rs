@@ -51,7 +51,8 @@ fn metrics_json(k: usize, s: &QueryScores) -> Map<String, Value> {
 }
 
 /// The JSON document: `{"k", "queries", "skipped", "profiles": [{"profile", "mrr@k",
-/// "ndcg@k", "recall@k", "map", "recall@1", "recall@100", "queries"}], "comparisons":
+/// "ndcg@k", "recall@k", "map", "recall@1", "recall@100", "queries", "no_match"}],
+/// "comparisons":
 /// [{"baseline", "profile", "ndcg": {"mean_diff", "p_value", "queries"}, "mrr": {...}}],
 /// "per_query"?: [{"qid", "query", "profiles": {name: {"rr", "ndcg", ...}}}]}`.
 pub fn json(run: &EvalRun, per_query: bool) -> Value {
@@ -63,6 +64,7 @@ pub fn json(run: &EvalRun, per_query: bool) -> Value {
             m.insert("profile".into(), json!(p.profile));
             m.extend(metrics_json(run.k, &p.mean));
             m.insert("queries".into(), json!(p.per_query.len()));
+            m.insert("no_match".into(), json!(p.no_match));
             Value::Object(m)
         })
         .collect();
