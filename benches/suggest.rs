@@ -19,7 +19,7 @@ fn main() {
     );
     let queries = Suggester::read_log(&log).unwrap();
     let started = Instant::now();
-    let suggester = Suggester::new(queries.clone());
+    let suggester = Suggester::new(queries.clone(), Vec::new());
     println!(
         "suggest index: {} entries from {} queries in {:.0} ms",
         suggester.len(),

@@ -26,6 +26,10 @@ pub struct Suggestion {
     pub text: String,
     /// Popularity.
     pub score: f64,
+    /// Why a personal suggestion ranks where it does: `history` (the shopper searched it)
+    /// or `taste` (it names a brand or category the shopper favors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'static str>,
 }
 
 #[derive(Default)]
@@ -62,29 +66,54 @@ impl Index {
 #[derive(Default)]
 pub struct Suggester {
     index: RwLock<Index>,
-    /// Live search counts (normalized query -> count), including queries not in the index.
-    live: RwLock<HashMap<String, f64>>,
+    /// Live searches (normalized query -> count and who searched it), including queries not
+    /// in the index.
+    live: RwLock<HashMap<String, Live>>,
+    /// Blocked words: no suggestion contains one.
+    blocked: Vec<String>,
+}
+
+/// Live searches of one query.
+#[derive(Default)]
+struct Live {
+    count: f64,
+    /// Hashes of the users who searched it (up to [`LIVE_MIN_USERS`]).
+    users: Vec<u64>,
+}
+
+/// Distinct users a live query needs before it is suggested to anyone: one shopper's
+/// searches never become another's suggestions.
+pub const LIVE_MIN_USERS: usize = 3;
+
+/// The reviewed blocklist shipped with shoprank (adult, gambling, fraud and junk words).
+pub const BLOCKLIST: &str = include_str!("../index_schema/suggest_blocklist.txt");
+
+/// Words of a blocklist file: one per line, `#` starts a comment; normalized.
+pub fn blocklist_words(text: &str) -> Vec<String> {
+    text.lines()
+        .map(|l| normalize(l.split('#').next().unwrap_or("").trim()))
+        .filter(|w| !w.is_empty())
+        .collect()
 }
 
 /// Longest text kept as a suggestion, in characters.
 const MAX_CHARS: usize = 30;
 
 impl Suggester {
-    /// Builds from weighted texts (query log lines, brands, category names).
-    pub fn new(texts: impl IntoIterator<Item = (String, f64)>) -> Suggester {
+    /// Builds from weighted texts (query log lines, brands, category names); texts that
+    /// hold a `blocked` word are left out.
+    pub fn new(texts: impl IntoIterator<Item = (String, f64)>, blocked: Vec<String>) -> Suggester {
         let mut counts: HashMap<String, f64> = HashMap::new();
         for (t, w) in texts {
-            let t = normalize(&t)
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
-            if !t.is_empty() && t.chars().count() <= MAX_CHARS {
+            let t = compact(&t);
+            if !t.is_empty() && t.chars().count() <= MAX_CHARS && !is_blocked(&blocked, &t) {
                 *counts.entry(t).or_default() += w;
             }
         }
         Suggester {
             index: RwLock::new(Index::build(counts)),
             live: RwLock::new(HashMap::new()),
+            blocked,
         }
     }
 
@@ -99,19 +128,21 @@ impl Suggester {
             .collect())
     }
 
-    /// Counts a search (from a search event) towards the query's popularity.
-    pub fn record(&self, query: &str) {
-        let q = normalize(query)
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
-        if !q.is_empty() && q.chars().count() <= MAX_CHARS {
-            *self
-                .live
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .entry(q)
-                .or_default() += 1.0;
+    /// Counts a search (from a search event of `user`) towards the query's popularity.
+    /// Only a hash of the user is kept, and only to count distinct users.
+    pub fn record(&self, query: &str, user: &str) {
+        let q = compact(query);
+        if q.is_empty() || q.chars().count() > MAX_CHARS || is_blocked(&self.blocked, &q) {
+            return;
+        }
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        std::hash::Hash::hash(user, &mut hasher);
+        let who = std::hash::Hasher::finish(&hasher);
+        let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let entry = live.entry(q).or_default();
+        entry.count += 1.0;
+        if entry.users.len() < LIVE_MIN_USERS && !entry.users.contains(&who) {
+            entry.users.push(who);
         }
     }
 
@@ -143,12 +174,9 @@ impl Suggester {
         let lists = if p.is_ascii() { 3 } else { 1 };
         let idx = self.index.read().unwrap_or_else(|e| e.into_inner());
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        let boost = |text: &String| {
-            if live.is_empty() {
-                0.0
-            } else {
-                live.get(text).copied().unwrap_or(0.0)
-            }
+        let boost = |text: &String| match live.get(text) {
+            Some(l) if l.users.len() >= LIVE_MIN_USERS => l.count,
+            _ => 0.0,
         };
         // Short prefixes match thousands of entries: keep the best 3k by a partial sort,
         // enough to hold k distinct entries (one entry appears at most once per key list).
@@ -174,14 +202,19 @@ impl Suggester {
             .map(|(score, i)| Suggestion {
                 text: idx.texts[i as usize].clone(),
                 score,
+                source: None,
             })
             .collect();
         // Live queries not in the index (new since the last load), matched on their text.
-        for (text, &score) in live.iter() {
-            if !idx.by_text.contains_key(text) && text.replace(' ', "").starts_with(&p) {
+        for (text, l) in live.iter() {
+            if l.users.len() >= LIVE_MIN_USERS
+                && !idx.by_text.contains_key(text)
+                && text.replace(' ', "").starts_with(&p)
+            {
                 out.push(Suggestion {
                     text: text.clone(),
-                    score,
+                    score: l.count,
+                    source: None,
                 });
             }
         }
@@ -195,6 +228,18 @@ impl Suggester {
         out.truncate(k);
         out
     }
+}
+
+/// Normalized text with runs of whitespace as one space.
+fn compact(text: &str) -> String {
+    normalize(text)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn is_blocked(blocked: &[String], text: &str) -> bool {
+    blocked.iter().any(|w| text.contains(w.as_str()))
 }
 
 #[cfg(test)]
@@ -213,6 +258,7 @@ mod tests {
                 ("毕节", 99.0),
             ]
             .map(|(t, w)| (t.to_string(), w)),
+            blocklist_words(BLOCKLIST),
         )
     }
 
@@ -241,12 +287,32 @@ mod tests {
     }
 
     #[test]
-    fn live_searches_raise_and_add_entries() {
+    fn live_searches_raise_and_add_entries_once_several_users_search_them() {
         let s = suggester();
-        for _ in 0..40 {
-            s.record("洗衣机");
+        for i in 0..40 {
+            s.record("洗衣机", &format!("u{}", i % 4));
         }
-        s.record("洗衣凝珠");
+        for user in ["a", "b", "c"] {
+            s.record("洗衣凝珠", user);
+        }
         assert_eq!(texts(&s, "洗衣"), ["洗衣机", "洗衣液", "洗衣凝珠"]);
+        // One shopper's searches, however many, are nobody else's suggestion.
+        for _ in 0..50 {
+            s.record("洗衣服的秘密", "only-me");
+        }
+        assert!(!texts(&s, "洗衣").contains(&"洗衣服的秘密".to_string()));
+    }
+
+    #[test]
+    fn blocked_words_are_never_suggested() {
+        let s = Suggester::new(
+            [("成人用品 情趣", 99.0), ("成人奶粉", 5.0)].map(|(t, w)| (t.to_string(), w)),
+            blocklist_words(BLOCKLIST),
+        );
+        assert_eq!(texts(&s, "成人"), ["成人奶粉"]);
+        for user in ["a", "b", "c"] {
+            s.record("代开发票 正规", user);
+        }
+        assert!(texts(&s, "代开").is_empty());
     }
 }

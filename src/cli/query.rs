@@ -175,7 +175,7 @@ pub fn suggest(settings: Settings, a: SuggestArgs) -> anyhow::Result<()> {
     }
     if let Some(prefix) = a.prefix {
         let engine = open_engine(&settings)?;
-        for s in engine.suggest(&prefix, a.size)? {
+        for s in engine.suggest(&prefix, a.size, None)? {
             println!("{:>8.0}  {}", s.score, s.text);
         }
     }

@@ -74,7 +74,8 @@ impl Engine {
         let _writer = b.writer.lock().unwrap_or_else(|e| e.into_inner());
         b.store.append(&events)?;
         for e in events.iter().filter(|e| e.kind == EventType::Search) {
-            self.suggester.record(e.query.as_deref().unwrap_or(""));
+            self.suggester
+                .record(e.query.as_deref().unwrap_or(""), &e.user_id);
         }
         b.apply(&self.generation(), &events, &vectors);
         if let Err(e) = self.experiments.observe(&events) {

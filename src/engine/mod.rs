@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::analysis::{Analysis, MAX_QUERY_CHARS};
+use crate::analysis::{normalize, Analysis, MAX_QUERY_CHARS};
 use crate::behavior::{Event, EventStore, EventType, UserProfile};
 use crate::catalog::Product;
 use crate::encoder::{device, Encoder, EncoderConfig};

@@ -70,7 +70,12 @@ impl Engine {
     }
 
     /// Completions of a typed prefix (characters, pinyin or initials).
-    pub fn suggest(&self, prefix: &str, size: usize) -> Result<Vec<Suggestion>> {
+    pub fn suggest(
+        &self,
+        prefix: &str,
+        size: usize,
+        user: Option<&str>,
+    ) -> Result<Vec<Suggestion>> {
         if prefix.chars().count() > MAX_QUERY_CHARS {
             return Err(Error::InvalidQuery(format!(
                 "the prefix is longer than {MAX_QUERY_CHARS} characters"
@@ -82,7 +87,75 @@ impl Engine {
                 format!("must be within 1..=50, got {size}"),
             ));
         }
-        Ok(self.suggester.suggest(prefix, size))
+        let gen = self.generation();
+        let mut pool = self.suggester.suggest(prefix, 3 * size);
+        // A shopper's own recent searches first (theirs only), then completions re-scored
+        // by the brands and categories they favor.
+        let mut own = Vec::new();
+        if let (Some(user), Some(b)) = (user, &self.behavior) {
+            let pseudonym = self.pseudonyms.of(user);
+            let recent: Vec<(String, f64)> = {
+                let users = b.users.read().unwrap_or_else(|e| e.into_inner());
+                let searches = users.get(&pseudonym).into_iter().flat_map(|p| {
+                    (p.recent.iter().rev())
+                        .filter(|e| e.kind == EventType::Search)
+                        .filter_map(|e| e.query.clone())
+                });
+                searches
+                    .enumerate()
+                    .map(|(i, q)| (q, 1.0 / (1.0 + i as f64)))
+                    .collect()
+            };
+            own = Suggester::new(recent, Vec::new()).suggest(prefix, size);
+            own.iter_mut().for_each(|s| s.source = Some("history"));
+            if let Some(taste) = b.context(&pseudonym) {
+                for s in &mut pool {
+                    let brand = (taste.brands.iter())
+                        .filter(|(name, _)| {
+                            (name.split('/').map(normalize))
+                                .any(|n| n.chars().count() >= 2 && s.text.contains(&n))
+                        })
+                        .map(|(_, share)| *share)
+                        .fold(0.0, f32::max);
+                    let category = (taste.categories.iter())
+                        .filter(|(path, _)| {
+                            let leaf = normalize(path.rsplit('/').next().unwrap_or(""));
+                            leaf.chars().count() >= 2 && s.text.contains(&leaf)
+                        })
+                        .map(|(_, share)| *share)
+                        .fold(0.0, f32::max);
+                    let affinity = brand.max(category) as f64;
+                    if affinity > 0.0 {
+                        s.score *= 1.0 + 4.0 * affinity;
+                        s.source = Some("taste");
+                    }
+                }
+                pool.sort_by(|a, b| b.score.total_cmp(&a.score));
+            }
+        }
+        // Only what a search would answer with results.
+        let min_share = self.profiles().get("default")?.matching.min_share;
+        let matches = |text: &str| {
+            let words = QueryWords {
+                words: gen.analysis.query_words(text),
+                synonyms: Vec::new(),
+                bigrams: gen.analysis.bigrams(text),
+            };
+            let boosts = Default::default();
+            let filters = retrieve::Filters::default();
+            retrieve::count_matches(&gen, &words.bigrams, &words, &boosts, &filters, min_share)
+                .is_ok_and(|n| n > 0)
+        };
+        let mut out: Vec<Suggestion> = Vec::with_capacity(size);
+        for s in own.into_iter().chain(pool) {
+            if out.len() == size {
+                break;
+            }
+            if !out.iter().any(|o| o.text == s.text) && matches(&s.text) {
+                out.push(s);
+            }
+        }
+        Ok(out)
     }
 
     /// Runs one search.

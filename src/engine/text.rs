@@ -62,15 +62,31 @@ pub fn suggest_log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("suggest").join("queries.txt")
 }
 
-/// The suggestion index: the loaded query log, plus the catalog's brands and category
-/// names (each weighted by its product count).
+/// Times a query must appear in the loaded log to be suggested.
+pub const SUGGEST_MIN_COUNT: usize = 2;
+
+/// Where a shop's own suggestion blocklist goes (beside the shipped one).
+pub fn suggest_blocklist_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("suggest").join("blocklist.txt")
+}
+
+/// The suggestion index: the loaded query log (queries seen at least
+/// [`SUGGEST_MIN_COUNT`] times), plus the catalog's brands and category names (each
+/// weighted by its product count); nothing holding a blocked word (the shipped list and
+/// `DATA_DIR/suggest/blocklist.txt`).
 pub(super) fn load_suggester(data_dir: &Path, gen: &Generation) -> Result<Suggester> {
     let log = suggest_log_path(data_dir);
-    let mut texts = if log.is_file() {
-        Suggester::read_log(&log)?
-    } else {
-        Vec::new()
-    };
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    if log.is_file() {
+        for (q, _) in Suggester::read_log(&log)? {
+            *counts.entry(crate::analysis::normalize(&q)).or_default() += 1;
+        }
+    }
+    let mut texts: Vec<(String, f64)> = counts
+        .into_iter()
+        .filter(|(_, n)| *n >= SUGGEST_MIN_COUNT)
+        .map(|(q, n)| (q, n as f64))
+        .collect();
     for p in &gen.products {
         if !p.brand.is_empty() {
             texts.extend(p.brand.split('/').map(|b| (b.to_string(), 1.0)));
@@ -79,7 +95,13 @@ pub(super) fn load_suggester(data_dir: &Path, gen: &Generation) -> Result<Sugges
             texts.push((leaf.to_string(), 1.0));
         }
     }
-    Ok(Suggester::new(texts))
+    let mut blocked = crate::suggest::blocklist_words(crate::suggest::BLOCKLIST);
+    let own = suggest_blocklist_path(data_dir);
+    if own.is_file() {
+        let text = std::fs::read_to_string(&own).map_err(|e| Error::io(&own, e))?;
+        blocked.extend(crate::suggest::blocklist_words(&text));
+    }
+    Ok(Suggester::new(texts, blocked))
 }
 
 /// Files behind the query-time text resources.

@@ -50,6 +50,13 @@ pub fn need(method: &Method, pattern: &str) -> Need {
     }
 }
 
+/// Whether a query string has a `user` parameter (percent-decoded, as the handler reads it;
+/// an undecodable string names one too, to be safe).
+fn names_a_user(query: &str) -> bool {
+    actix_web::web::Query::<Vec<(String, String)>>::from_query(query)
+        .map_or(true, |q| q.iter().any(|(k, _)| k == "user"))
+}
+
 /// The host part of a `Host` header or an origin (`http://a:1` -> `a`, `[::1]:8` -> `[::1]`).
 fn host_of(authority: &str) -> &str {
     let a = authority
@@ -123,7 +130,11 @@ pub fn check(state: &AppState, req: &ServiceRequest) -> Result<Pass> {
         }
     }
     let pattern = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let need = need(req.method(), &pattern);
+    let mut need = need(req.method(), &pattern);
+    // Personal suggestions list the shopper's own searches: their data, `users` only.
+    if pattern == "/suggest" && names_a_user(req.query_string()) {
+        need = Need::Key(Action::Users);
+    }
     if !cfg.keys.enabled() || need == Need::Open {
         return Ok(pass(false));
     }

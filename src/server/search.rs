@@ -216,6 +216,7 @@ async fn analyze(
 pub struct SuggestParams {
     q: Option<String>,
     size: Option<String>,
+    user: Option<String>,
 }
 
 async fn suggest(
@@ -228,7 +229,7 @@ async fn suggest(
         let q =
             p.q.ok_or_else(|| Error::param("q", "missing: pass the typed prefix as ?q=..."))?;
         let size = parse("size", p.size, "a number")?.unwrap_or(10);
-        Ok((state.engine.suggest(&q, size)?, q))
+        Ok((state.engine.suggest(&q, size, p.user.as_deref())?, q))
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({"query": res.1, "suggestions": res.0})))
 }

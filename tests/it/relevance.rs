@@ -358,3 +358,81 @@ fn shared_cosmetics_brands_typed_in_pinyin_find_the_brand() {
         "{found} of {chinese} brands found by pinyin"
     );
 }
+
+fn suggestions(engine: &Engine, prefix: &str, user: Option<&str>) -> Vec<String> {
+    (engine.suggest(prefix, 8, user).unwrap().into_iter())
+        .map(|s| s.text)
+        .collect()
+}
+
+#[test]
+fn suggestions_are_frequent_clean_answerable_and_each_shoppers_own() {
+    use shoprank::behavior::{Event, EventType};
+    let data = common::demo_index(None);
+    // The query log: a frequent query, a one-off, an adult query, a query for nothing sold.
+    let log = data.path().join("suggest/queries.txt");
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let lines = ["口红 哑光"; 3]
+        .into_iter()
+        .chain(["口红 试色 一次"])
+        .chain(["口红 成人用品"; 5])
+        .chain(["口琴 专业"; 4])
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&log, lines).unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let engine = common::open_engine_with_events(data.path(), &store.path().join("e.redb"));
+
+    let everyone = suggestions(&engine, "口", None);
+    assert!(everyone.contains(&"口红 哑光".to_string()), "{everyone:?}");
+    assert!(
+        !everyone.contains(&"口红 试色 一次".to_string()),
+        "seen once: {everyone:?}"
+    );
+    assert!(
+        !everyone.iter().any(|s| s.contains("成人用品")),
+        "blocked: {everyone:?}"
+    );
+    assert!(
+        !everyone.contains(&"口琴 专业".to_string()),
+        "no results: {everyone:?}"
+    );
+
+    // A shopper who bought 兰蔻 twice and searched for a 兰蔻 serum.
+    let now = shoprank::util::now();
+    let mut events = Vec::new();
+    for id in ["demo-065", "demo-064"] {
+        events.push(Event {
+            user_id: "alice".into(),
+            kind: EventType::Purchase,
+            product_id: Some(id.into()),
+            query: None,
+            ts: now - 60,
+        });
+    }
+    events.push(Event {
+        user_id: "alice".into(),
+        kind: EventType::Search,
+        product_id: None,
+        query: Some("兰蔻小黑瓶 精华".into()),
+        ts: now - 30,
+    });
+    engine.record_events(events).unwrap();
+    let alice = engine.suggest("兰", 8, Some("alice")).unwrap();
+    assert_eq!(alice[0].text, "兰蔻小黑瓶 精华", "{alice:?}");
+    assert_eq!(alice[0].source, Some("history"));
+    let bob = suggestions(&engine, "兰", Some("bob"));
+    assert!(
+        !bob.contains(&"兰蔻小黑瓶 精华".to_string()),
+        "not Alice's history: {bob:?}"
+    );
+    // Her taste lifts 兰蔻 above the other brands that start the same way.
+    let alice_taste = engine.suggest("l", 8, Some("alice")).unwrap();
+    let anyone = suggestions(&engine, "l", None);
+    let rank = |list: &[String]| list.iter().position(|t| t == "兰蔻");
+    let alice_list: Vec<String> = alice_taste.iter().map(|s| s.text.clone()).collect();
+    assert!(
+        rank(&alice_list).unwrap_or(99) <= rank(&anyone).unwrap_or(99),
+        "{alice_list:?} vs {anyone:?}"
+    );
+}

@@ -774,3 +774,32 @@ async fn shopper_ids_are_stored_as_pseudonyms() {
         "the clear id is in the file"
     );
 }
+
+/// Personal suggestions list a shopper's own recent searches: a `search` key (a
+/// storefront's, handed to browsers) must not read anyone's history through `/suggest`.
+#[actix_web::test]
+async fn suggest_with_a_user_needs_the_users_action() {
+    let data = common::demo_index(None);
+    let state = keyed(writable(data.path()), data.path());
+    let create = |actions: Value| {
+        bearer(atest::TestRequest::post().uri("/keys"), MASTER)
+            .set_payload(json!({"actions": actions}).to_string())
+    };
+    let (_, b) = common::call(&state, create(json!(["search"]))).await;
+    let search_key = b["key"].as_str().unwrap().to_string();
+    let (_, b) = common::call(&state, create(json!(["search", "users"]))).await;
+    let users_key = b["key"].as_str().unwrap().to_string();
+    let get = |uri: &str| atest::TestRequest::get().uri(uri);
+    let (s, _) = common::call(&state, bearer(get("/suggest?q=k"), &search_key)).await;
+    assert_eq!(s, StatusCode::OK);
+    for uri in [
+        "/suggest?q=k&user=alice",
+        "/suggest?q=k&%75ser=alice",
+        "/suggest?q=k&user",
+    ] {
+        let (s, b) = common::call(&state, bearer(get(uri), &search_key)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{uri}: {b}");
+    }
+    let (s, b) = common::call(&state, bearer(get("/suggest?q=k&user=alice"), &users_key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+}
