@@ -302,12 +302,14 @@ impl Engine {
                 lexical || close
             })
             .collect();
-        // Scores may be negative (mismatch penalties); the bar is relative to the best.
+        // The bar is on relevance (personal features left out: a shopper's taste reorders
+        // the matches, it does not decide what matches); it may be negative (mismatch
+        // penalties), and is relative to the best anchor.
         let best = ranked
             .iter()
             .zip(&anchored)
             .filter(|(_, a)| **a)
-            .map(|(s, _)| s.score)
+            .map(|(s, _)| s.relevance())
             .fold(f32::NEG_INFINITY, f32::max);
         let bar = if best == f32::NEG_INFINITY {
             f32::INFINITY // nothing matched by text or meaning: nothing else matches either
@@ -320,7 +322,7 @@ impl Engine {
         let (matched, unmatched): (Vec<_>, Vec<_>) = ranked
             .into_iter()
             .zip(anchored)
-            .partition(|(s, anchor)| req.all_candidates || *anchor || s.score >= bar);
+            .partition(|(s, anchor)| req.all_candidates || *anchor || s.relevance() >= bar);
         let matched: Vec<rank::Scored> = matched.into_iter().map(|(s, _)| s).collect();
         let unmatched: Vec<rank::Scored> = unmatched.into_iter().map(|(s, _)| s).collect();
         let total = if matching.min_share > 0.0 {

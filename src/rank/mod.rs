@@ -124,6 +124,25 @@ pub struct Scored {
     pub explain: Explain,
 }
 
+/// Features that only a known user adds (pass 2 of [`rank`]).
+pub const PERSONAL_FEATURES: &[&str] = &[
+    "personal",
+    "brand_affinity",
+    "category_affinity",
+    "price_fit",
+];
+
+impl Scored {
+    /// The score without the personal features: how well the product fits the query.
+    pub fn relevance(&self) -> f32 {
+        let personal: f32 = (self.explain.features.iter())
+            .filter(|f| PERSONAL_FEATURES.contains(&f.name))
+            .map(|f| f.contribution)
+            .sum();
+        self.score - personal
+    }
+}
+
 /// Scores and sorts candidates, best first (ties broken by row for a stable order).
 pub fn rank(
     gen: &Generation,

@@ -119,7 +119,7 @@ impl Profile {
                 ("attribute_match", 0.05),
                 ("price_match", 0.05),
                 ("brand_mismatch", -0.1),
-                ("category_mismatch", -0.1),
+                ("category_mismatch", -0.03),
                 ("personal", 0.1),
                 ("brand_affinity", 0.15),
                 ("category_affinity", 0.05),
