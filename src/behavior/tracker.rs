@@ -20,6 +20,8 @@ pub struct Tracker {
     /// Normalized query -> category -> weight of products clicked (or carted, ...) within
     /// 30 minutes after a search for it by the same user.
     pub(crate) query_clicks: RwLock<HashMap<String, HashMap<String, f32>>>,
+    /// Normalized query -> brand -> weight of products clicked after it, the same way.
+    pub(crate) query_brands: RwLock<HashMap<String, HashMap<String, f32>>>,
     /// User -> their last search (normalized query, time).
     pub(crate) last_search: Mutex<HashMap<String, (String, i64)>>,
 }
@@ -35,6 +37,7 @@ impl Tracker {
         let mut users = self.users.write().unwrap_or_else(|e| e.into_inner());
         let mut last_search = self.last_search.lock().unwrap_or_else(|e| e.into_inner());
         let mut clicks = self.query_clicks.write().unwrap_or_else(|e| e.into_inner());
+        let mut brands = self.query_brands.write().unwrap_or_else(|e| e.into_inner());
         for (e, qv) in events.iter().zip(query_vectors) {
             let ord = e
                 .product_id
@@ -59,7 +62,7 @@ impl Tracker {
                     last_search.insert(e.user_id.clone(), (q, e.ts));
                 }
                 (EventType::View, _) | (_, None) => {}
-                (kind, Some(p)) if !p.category.is_empty() => {
+                (kind, Some(p)) => {
                     if let Some((q, ts)) = last_search.get(&e.user_id) {
                         if (0..=1800).contains(&(e.ts - ts)) {
                             let w = self
@@ -68,28 +71,38 @@ impl Tracker {
                                 .get(kind.name())
                                 .copied()
                                 .unwrap_or(1.0);
-                            *clicks
-                                .entry(q.clone())
-                                .or_default()
-                                .entry(p.category.clone())
-                                .or_default() += w;
+                            for (map, key) in [(&mut clicks, &p.category), (&mut brands, &p.brand)]
+                            {
+                                if !key.is_empty() {
+                                    *map.entry(q.clone())
+                                        .or_default()
+                                        .entry(key.clone())
+                                        .or_default() += w;
+                                }
+                            }
                         }
                     }
                 }
-                _ => {}
             }
         }
     }
 
-    /// Categories clicked after searching `query` (normalized), with their weights.
-    pub(crate) fn click_categories(&self, query: &str) -> Vec<(String, f32)> {
-        let clicks = self.query_clicks.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<(String, f32)> = clicks
-            .get(query)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        out
+    /// Categories and brands clicked after searching `query` (normalized), with their
+    /// weights, heaviest first.
+    pub(crate) fn clicked(&self, query: &str) -> crate::intent::Clicked {
+        let of = |map: &RwLock<HashMap<String, HashMap<String, f32>>>| {
+            let map = map.read().unwrap_or_else(|e| e.into_inner());
+            let mut out: Vec<(String, f32)> = map
+                .get(query)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+                .unwrap_or_default();
+            out.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            out
+        };
+        crate::intent::Clicked {
+            categories: of(&self.query_clicks),
+            brands: of(&self.query_brands),
+        }
     }
 
     pub(crate) fn context(&self, user: &str) -> Option<PersonalContext> {

@@ -35,6 +35,7 @@ impl Engine {
             users: RwLock::new(HashMap::new()),
             writer: Mutex::new(()),
             query_clicks: RwLock::new(HashMap::new()),
+            query_brands: RwLock::new(HashMap::new()),
             last_search: Mutex::new(HashMap::new()),
             config,
             retention_secs,

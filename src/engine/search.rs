@@ -64,8 +64,8 @@ impl Engine {
                 .then(|| gen.pinyin()),
         };
         intent::understand(query, &res, encode, |key| match &self.behavior {
-            Some(b) => b.click_categories(key),
-            None => Vec::new(),
+            Some(b) => b.clicked(key),
+            None => Default::default(),
         })
     }
 

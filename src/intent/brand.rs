@@ -26,6 +26,9 @@ pub enum AliasSource {
     File,
     /// Learned from titles: a Latin word that (almost) only that brand's titles carry.
     Titles,
+    /// Learned from clicks: shoppers who searched the query clicked (almost) only that
+    /// brand's products.
+    Clicks,
 }
 
 /// A detected brand.
@@ -300,6 +303,36 @@ impl BrandMatcher {
             .collect();
         out.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
         out
+    }
+
+    /// The intent for `brand` named by `alias` in normalized query `text` (for a brand
+    /// learned outside the matcher, such as from clicks).
+    pub fn intent(
+        &self,
+        brand: &str,
+        alias: &str,
+        confidence: f32,
+        source: AliasSource,
+        text: &str,
+    ) -> BrandIntent {
+        let brand = self.canonical(brand).unwrap_or(brand).to_string();
+        BrandIntent {
+            names: brand
+                .split('/')
+                .map(|n| normalize(n).trim().to_string())
+                .filter(|n| !n.is_empty() && !text.contains(n.as_str()))
+                .collect(),
+            spellings: {
+                let mut s = self.spellings(&brand);
+                s.extend(brand.split('/').map(|n| normalize(n).trim().to_string()));
+                s.retain(|x| !x.is_empty());
+                s
+            },
+            value: brand,
+            confidence,
+            alias: alias.to_string(),
+            source,
+        }
     }
 
     /// Every spelling of a canonical brand (normalized), longest first.

@@ -27,7 +27,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde::Serialize;
 
-pub use brand::{BrandIntent, BrandMatcher};
+pub use brand::{AliasSource, BrandIntent, BrandMatcher};
 pub use price::PriceIntent;
 pub use synonyms::Synonyms;
 
@@ -119,6 +119,21 @@ pub struct IntentModel {
     /// Category path -> unit centroid of its products' vectors.
     centroids: Vec<(String, Vec<f32>)>,
 }
+
+/// What shoppers clicked after searching a query: categories and brands with weights,
+/// heaviest first.
+#[derive(Debug, Clone, Default)]
+pub struct Clicked {
+    /// Category path -> click weight.
+    pub categories: Vec<(String, f32)>,
+    /// Brand -> click weight.
+    pub brands: Vec<(String, f32)>,
+}
+
+/// Click weight after a query, and the share one brand must hold, before the query is
+/// taken to name that brand (`source: clicks`).
+const CLICK_BRAND_MIN_WEIGHT: f32 = 10.0;
+const CLICK_BRAND_MIN_SHARE: f32 = 0.8;
 
 /// Lowest confidence of a brand intent whose other names are searched.
 const BRAND_EXPANSION_CONFIDENCE: f32 = 0.7;
@@ -335,7 +350,7 @@ pub fn understand(
     query: &str,
     res: &Resources,
     encode: impl FnOnce(&str) -> Result<Option<Vec<f32>>>,
-    clicks: impl FnOnce(&str) -> Vec<(String, f32)>,
+    clicks: impl FnOnce(&str) -> Clicked,
 ) -> Result<(QueryAnalysis, Option<Vec<f32>>)> {
     let span = tracing::debug_span!("analyze").entered();
     let mut normalized = normalize(query);
@@ -367,6 +382,19 @@ pub fn understand(
     };
     drop(span);
     let vector = encode(&search_text)?;
+    let clicked = clicks(&key);
+    // A query whose shoppers click (almost) only one brand's products names that brand.
+    let weight: f32 = clicked.brands.iter().map(|(_, w)| w).sum();
+    if let (true, Some((brand, w))) = (intents.brand.is_empty(), clicked.brands.first()) {
+        let share = w / weight;
+        if weight >= CLICK_BRAND_MIN_WEIGHT && share >= CLICK_BRAND_MIN_SHARE {
+            let intent = res
+                .model
+                .brands()
+                .intent(brand, &key, share, AliasSource::Clicks, &key);
+            intents.brand.push(intent);
+        }
+    }
     let tokens = res.analysis.query_words(&search_text);
     let bigrams = res.analysis.bigrams(&search_text);
     let mut synonyms = Vec::new();
@@ -388,7 +416,7 @@ pub fn understand(
     if intents.category.is_empty() && vector.is_some() {
         intents.category = res.model.categories(&key, vector.as_deref());
     }
-    intents.category = blend_categories(std::mem::take(&mut intents.category), &clicks(&key));
+    intents.category = blend_categories(std::mem::take(&mut intents.category), &clicked.categories);
     Ok((
         QueryAnalysis {
             normalized,

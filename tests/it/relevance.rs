@@ -436,3 +436,44 @@ fn suggestions_are_frequent_clean_answerable_and_each_shoppers_own() {
         "{alice_list:?} vs {anyone:?}"
     );
 }
+
+/// A query whose shoppers click (almost) only one brand's products names that brand, with
+/// `source: clicks`, and ranks it first from then on.
+#[test]
+fn a_brand_is_learned_from_the_clicks_after_a_query() {
+    use shoprank::behavior::{Event, EventType};
+    let data = common::demo_index(None);
+    let store = tempfile::tempdir().unwrap();
+    let engine = common::open_engine_with_events(data.path(), &store.path().join("e.redb"));
+    let query = "zespri 金果";
+    let before = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
+    assert_eq!(before["intents"]["brand"], json!([]), "{before}");
+    let kiwi = engine
+        .search(&SearchRequest::new("奇异果"))
+        .unwrap()
+        .hits
+        .into_iter()
+        .find(|h| h.brand == "佳沛")
+        .expect("the demo catalog sells 佳沛 kiwis");
+    let now = shoprank::util::now();
+    let mut events = Vec::new();
+    for user in ["u1", "u2", "u3"] {
+        let event = |kind, product: Option<&str>, query: Option<&str>, ts| Event {
+            user_id: user.into(),
+            kind,
+            product_id: product.map(str::to_string),
+            query: query.map(str::to_string),
+            ts,
+        };
+        events.push(event(EventType::Search, None, Some(query), now - 100));
+        events.push(event(EventType::Click, Some(&kiwi.id), None, now - 90));
+        events.push(event(EventType::Click, Some(&kiwi.id), None, now - 80));
+    }
+    engine.record_events(events).unwrap();
+    let after = serde_json::to_value(engine.analyze(query).unwrap()).unwrap();
+    let brand = &after["intents"]["brand"][0];
+    assert_eq!(brand["value"], "佳沛", "{after}");
+    assert_eq!(brand["source"], "clicks", "{after}");
+    let hits = search(&engine, query, 3);
+    assert_eq!(hits[0].brand, "佳沛", "{}", listing(&hits));
+}
