@@ -79,16 +79,6 @@ impl PinyinVocab {
         v
     }
 
-    /// Number of vocabulary keys.
-    pub fn len(&self) -> usize {
-        self.words.len()
-    }
-
-    /// Whether the vocabulary is empty.
-    pub fn is_empty(&self) -> bool {
-        self.words.is_empty()
-    }
-
     /// Converts the pinyin runs of normalized text: each run of Latin letters and spaces
     /// that is no catalog word and cuts completely into vocabulary words. `None` when
     /// nothing was converted.

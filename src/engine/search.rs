@@ -27,10 +27,7 @@ impl Engine {
             .brands()
             .aliases()
             .into_iter()
-            .map(|(alias, brand, source)| {
-                let source = serde_json::to_value(source).unwrap_or_default();
-                format!("{alias}\t{brand}\t{}", source.as_str().unwrap_or(""))
-            })
+            .map(|(alias, brand, source)| format!("{alias}\t{brand}\t{}", source.name()))
             .collect()
     }
 
@@ -246,10 +243,6 @@ impl Engine {
         // Matches: enough of the query's terms in the text, or close enough in meaning.
         // The rest are shown only as `related`, when nothing matches.
         let matching = profile.matching;
-        let similarity: HashMap<u32, f32> = candidates
-            .iter()
-            .filter_map(|c| Some((c.ord, c.semantic?)))
-            .collect();
         // A brand in the query boosts, it does not filter: its terms do not count towards
         // the share, unless the query is nothing but the brand (then a product of that
         // brand, in any spelling, holds them all).
@@ -285,18 +278,16 @@ impl Engine {
         let anchored: Vec<bool> = ranked
             .iter()
             .map(|s| {
+                let texts = retrieve::bigram_texts(&gen, &gen.products[s.ord as usize]);
                 let share = match brand_only && names_brand(s) {
                     true => 1.0,
-                    false => retrieve::match_share(&gen, &terms, &gen.products[s.ord as usize]),
+                    false => retrieve::match_share(&texts, &terms),
                 };
-                let p = &gen.products[s.ord as usize];
                 let lexical = share >= matching.min_share
                     || (!synonym_terms.is_empty()
-                        && retrieve::match_share(&gen, &synonym_terms, p) >= matching.min_share);
+                        && retrieve::match_share(&texts, &synonym_terms) >= matching.min_share);
                 // In the category the query names (`猕猴桃` finds `奇异果`) is close too.
-                let close = similarity
-                    .get(&s.ord)
-                    .is_some_and(|&x| x >= matching.min_similarity)
+                let close = feature_at_least(s, "semantic", matching.min_similarity)
                     || feature_at_least(s, "category_match", 0.5);
                 by_meaning_only += usize::from(close && !lexical);
                 lexical || close

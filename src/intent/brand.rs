@@ -31,6 +31,18 @@ pub enum AliasSource {
     Clicks,
 }
 
+impl AliasSource {
+    /// The source's name, as it is serialized.
+    pub fn name(self) -> &'static str {
+        match self {
+            AliasSource::Catalog => "catalog",
+            AliasSource::File => "file",
+            AliasSource::Titles => "titles",
+            AliasSource::Clicks => "clicks",
+        }
+    }
+}
+
 /// A detected brand.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BrandIntent {
@@ -458,6 +470,18 @@ mod tests {
             .into_iter()
             .map(|(b, _)| b.value)
             .collect()
+    }
+
+    #[test]
+    fn source_names_are_their_serialized_names() {
+        for source in [
+            AliasSource::Catalog,
+            AliasSource::File,
+            AliasSource::Titles,
+            AliasSource::Clicks,
+        ] {
+            assert_eq!(serde_json::to_value(source).unwrap(), source.name());
+        }
     }
 
     #[test]

@@ -327,22 +327,24 @@ fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<B
     Some(Box::new(BooleanQuery::new(per_field)))
 }
 
-/// The share of `terms` (query bigram terms) that a product's text holds, in the fields
-/// indexed with a `.bigram` sub-field (1 when there is no term). A term counts when the
-/// normalized text contains it: exactly the bigram sub-field's test for CJK bigrams,
-/// looser for Latin/digit terms (`50` is in `500ml`). One normalize per field, no
-/// tokenizing: this runs for every candidate of every search.
-pub fn match_share(gen: &Generation, terms: &[String], p: &Product) -> f32 {
-    if terms.is_empty() {
-        return 1.0;
-    }
-    let texts: Vec<String> = gen
-        .fields
+/// A product's text in the fields indexed with a `.bigram` sub-field, normalized: what
+/// [`match_share`] looks query terms up in. Made once per candidate of every search.
+pub fn bigram_texts(gen: &Generation, p: &Product) -> Vec<String> {
+    gen.fields
         .text
         .iter()
         .filter(|(s, _)| s.is_bigram())
         .map(|(s, _)| normalize(&field_text(p, s.source())))
-        .collect();
+        .collect()
+}
+
+/// The share of `terms` (query bigram terms) that `texts` (from [`bigram_texts`]) hold (1
+/// when there is no term). A term counts when a text contains it: exactly the bigram
+/// sub-field's test for CJK bigrams, looser for Latin/digit terms (`50` is in `500ml`).
+pub fn match_share(texts: &[String], terms: &[String]) -> f32 {
+    if terms.is_empty() {
+        return 1.0;
+    }
     let found = terms
         .iter()
         .filter(|t| texts.iter().any(|x| x.contains(t.as_str())))

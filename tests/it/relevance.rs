@@ -41,6 +41,19 @@ fn product(id: &str, title: &str, brand: &str, category: &str) -> Product {
         .expect("a valid product")
 }
 
+/// The shared Taobao cosmetics catalog (latest snapshot of each product); `None`, with a
+/// notice naming what is skipped, without `../shared/data`.
+fn shared_cosmetics(skipped: &str) -> Option<Vec<Product>> {
+    let csv =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv");
+    if !csv.is_file() {
+        eprintln!("NOTICE: {} is missing; {skipped} skipped", csv.display());
+        return None;
+    }
+    let report = read_catalog(&csv, Format::Taobao, &common::schema()).expect("reads");
+    Some(report.accept(false).expect("valid").0)
+}
+
 fn engine_of(products: Vec<Product>) -> (tempfile::TempDir, Engine) {
     let dir = tempfile::tempdir().unwrap();
     common::build_index(dir.path(), products, None);
@@ -185,17 +198,9 @@ fn bigrams_find_what_jieba_words_split_differently() {
 /// its source, and fills the top 10.
 #[test]
 fn shared_cosmetics_latin_brand_queries_find_the_brand() {
-    let csv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv");
-    if !csv.is_file() {
-        eprintln!(
-            "NOTICE: {} is missing; shared-catalog golden queries skipped",
-            csv.display()
-        );
+    let Some(products) = shared_cosmetics("shared-catalog golden queries") else {
         return;
-    }
-    let report = read_catalog(&csv, Format::Taobao, &common::schema()).expect("reads");
-    let (products, _) = report.accept(false).expect("valid");
+    };
     let (_d, engine) = engine_of(products);
     for (query, brand) in [
         ("olay 面霜", "玉兰油"),
@@ -321,17 +326,9 @@ fn pinyin_queries_search_the_catalogs_words() {
 /// 悦诗风吟): its products come first.
 #[test]
 fn shared_cosmetics_brands_typed_in_pinyin_find_the_brand() {
-    let csv =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/taobao_cosmetics/snapshots.csv");
-    if !csv.is_file() {
-        eprintln!(
-            "NOTICE: {} is missing; pinyin golden queries skipped",
-            csv.display()
-        );
+    let Some(products) = shared_cosmetics("pinyin golden queries") else {
         return;
-    }
-    let report = read_catalog(&csv, Format::Taobao, &common::schema()).expect("reads");
-    let (products, _) = report.accept(false).expect("valid");
+    };
     let mut brands: Vec<String> = products.iter().map(|p| p.brand.clone()).collect();
     brands.sort();
     brands.dedup();
