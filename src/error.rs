@@ -36,6 +36,17 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A merchandising rule is malformed.
+    #[error("invalid rule `{name}`: {reason}")]
+    InvalidRule {
+        /// The rule.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No merchandising rule with this name.
+    #[error("rule `{0}` not found")]
+    RuleNotFound(String),
     /// No product with this id.
     #[error("product `{0}` not found")]
     ProductNotFound(String),
@@ -217,6 +228,8 @@ impl Error {
             Error::ExperimentNotFound(_) => ("experiment_not_found", User, 404),
             Error::JobRunning(_) => ("job_running", User, 409),
             Error::InvalidProfile { .. } => ("invalid_profile", User, 422),
+            Error::InvalidRule { .. } => ("invalid_rule", User, 422),
+            Error::RuleNotFound(_) => ("rule_not_found", User, 404),
             Error::BadCatalog { .. } => ("bad_catalog", User, 422),
             Error::BadCatalogFile { .. } => ("bad_catalog_file", User, 422),
             Error::GateFailed(_) => ("gate_failed", User, 422),
@@ -286,6 +299,11 @@ mod tests {
                 path: "profiles/x.toml".into(),
                 reason: "unknown feature `bm52`".into(),
             },
+            Error::InvalidRule {
+                name: "double11".into(),
+                reason: "`starts` must be before `ends`".into(),
+            },
+            Error::RuleNotFound("double11".into()),
             Error::BadCatalog {
                 path: "catalog.jsonl".into(),
                 count: 2,
@@ -321,7 +339,7 @@ mod tests {
             Error::NoPreviousGeneration,
             Error::NoModel,
         ];
-        let mut seen = [false; 36];
+        let mut seen = [false; 38];
         for e in &samples {
             let i = match e {
                 Error::InvalidQuery(_) => 0,
@@ -360,6 +378,8 @@ mod tests {
                 Error::RequestTimeout(_) => 33,
                 Error::NoPreviousGeneration => 34,
                 Error::NoModel => 35,
+                Error::InvalidRule { .. } => 36,
+                Error::RuleNotFound(_) => 37,
             };
             seen[i] = true;
         }

@@ -36,6 +36,9 @@ pub enum Action {
     /// `/experiments`.
     #[serde(rename = "experiments")]
     Experiments,
+    /// `/rules` (merchandising rules: read, edit).
+    #[serde(rename = "rules")]
+    Rules,
     /// A shopper's data: `/users`, `/users/{id}/profile`, `DELETE /users/{id}`.
     #[serde(rename = "users")]
     Users,

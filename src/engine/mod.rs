@@ -22,6 +22,7 @@ use crate::index::{self, Generation, LiveWriter, Outcome, ProductWrite};
 use crate::intent::{self, IntentModel, Intents, PriceIntent, QueryAnalysis, Synonyms};
 use crate::jobs::{JobStatus, Jobs, ReindexSpec};
 use crate::metrics::Metrics;
+use crate::rank::rules::{self, Rules};
 use crate::rank::{self, profile, Explain, Profile, Profiles};
 use crate::retrieve::QueryWords;
 use crate::retrieve::{self, Facets, Filters};
@@ -29,6 +30,7 @@ use crate::settings::Settings;
 use crate::suggest::{Suggester, Suggestion};
 
 mod events;
+mod merchandising;
 mod request;
 mod rerank;
 mod search;
@@ -64,6 +66,10 @@ pub struct Engine {
     profile_edit: Mutex<()>,
     /// Modification stamp of the profile folder at the last load.
     profiles_stamp: Mutex<u128>,
+    /// Merchandising rules.
+    rules: RwLock<Arc<Rules>>,
+    /// Modification stamp of the rule folder at the last load.
+    rules_stamp: Mutex<u128>,
     /// The writer of the live generation, when this process takes writes.
     live: Mutex<Option<Writes>>,
     jobs: Jobs,
@@ -112,6 +118,8 @@ impl Engine {
     ) -> Result<Engine> {
         let generation = index::open(data_dir, encoder.as_ref())?;
         let profiles = Profiles::load(&data_dir.join("profiles"))?;
+        let rules_dir = data_dir.join("rules");
+        let rules = Rules::load(&rules_dir)?;
         let experiments =
             Experiments::open(&data_dir.join("experiments"), |p| profiles.get(p).is_ok())?;
         let (encoder, semantic_note) = match (encoder, &generation.meta.model_id) {
@@ -145,7 +153,9 @@ impl Engine {
             profiles: RwLock::new(Arc::new(profiles)),
             profile_edit: Mutex::new(()),
             experiments,
-            profiles_stamp: Mutex::new(profiles_stamp(&data_dir.join("profiles"))),
+            profiles_stamp: Mutex::new(profile::stamp(&data_dir.join("profiles"))),
+            rules_stamp: Mutex::new(rules::files(&rules_dir).stamp()),
+            rules: RwLock::new(Arc::new(rules)),
             live: Mutex::new(None),
             jobs: Jobs::default(),
             metrics: Metrics::default(),
@@ -230,25 +240,6 @@ impl Engine {
 }
 
 /// Sum of the modification times and sizes of the profile files (changes on any edit).
-fn profiles_stamp(dir: &Path) -> u128 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .filter(|e| e.path().extension().and_then(|x| x.to_str()) == Some("toml"))
-        .filter_map(|e| e.metadata().ok())
-        .map(|m| {
-            let t = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            t.wrapping_mul(31).wrapping_add(m.len() as u128)
-        })
-        .fold(0u128, |a, x| a.wrapping_add(x))
-}
-
 fn read_only() -> Error {
     Error::ReadOnly("this process opened the index for searching only".into())
 }

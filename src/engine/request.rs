@@ -130,6 +130,9 @@ pub struct SearchResponse {
     /// The A/B experiment this search took part in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub experiment: Option<ExperimentTag>,
+    /// Merchandising rules whose condition held, with what each did.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<crate::rank::rules::Applied>,
 }
 
 /// Which experiment arm served a search, and the id its outcomes are attributed to.

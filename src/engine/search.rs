@@ -216,6 +216,35 @@ impl Engine {
             filters.price_min = min;
             filters.price_max = max;
         }
+        // Merchandising rules whose condition holds for this search; their filters
+        // narrow the request's before retrieval.
+        let returning = match (&req.user, &self.behavior) {
+            (Some(user), Some(b)) => {
+                let users = b.users.read().unwrap_or_else(|e| e.into_inner());
+                users
+                    .get(&self.pseudonyms.of(user))
+                    .is_some_and(|p| p.events > 0)
+            }
+            _ => false,
+        };
+        let situation = rules::Situation {
+            query,
+            categories: (filters.category.iter().cloned())
+                .chain(
+                    (intents.category.iter())
+                        .filter(|c| c.confidence >= 0.5)
+                        .map(|c| c.value.clone()),
+                )
+                .collect(),
+            now: crate::util::now(),
+            segment: match returning {
+                true => rules::Segment::Returning,
+                false => rules::Segment::New,
+            },
+            profile: &profile_name,
+        };
+        let active = self.rules().active(&situation);
+        active.narrow(&mut filters);
         let candidates = retrieve::candidates(
             &gen,
             &words,
@@ -234,7 +263,9 @@ impl Engine {
             (Some(user), Some(b)) => b.context(&self.pseudonyms.of(user)),
             _ => None,
         };
-        let ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
+        let mut ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
+        let mut applied = active.hide_and_boost(&gen, &mut ranked);
+        let hidden: usize = applied.iter().map(|a| a.hidden.len()).sum();
         let ranked = rank::diversify(
             ranked,
             |ord| crate::analysis::normalize(&gen.products[ord as usize].brand),
@@ -314,8 +345,12 @@ impl Engine {
             .into_iter()
             .zip(anchored)
             .partition(|(s, anchor)| req.all_candidates || *anchor || s.relevance() >= bar);
-        let matched: Vec<rank::Scored> = matched.into_iter().map(|(s, _)| s).collect();
-        let unmatched: Vec<rank::Scored> = unmatched.into_iter().map(|(s, _)| s).collect();
+        let mut matched: Vec<rank::Scored> = matched.into_iter().map(|(s, _)| s).collect();
+        let mut unmatched: Vec<rank::Scored> = unmatched.into_iter().map(|(s, _)| s).collect();
+        let organic = matched.len();
+        active.pin(&gen, &filters, &mut matched, &mut unmatched, &mut applied);
+        let pinned_in = matched.len() - organic;
+        let no_match = no_match && pinned_in == 0;
         let total = if matching.min_share > 0.0 {
             let lexical = retrieve::count_matches(
                 &gen,
@@ -325,7 +360,9 @@ impl Engine {
                 &filters,
                 matching.min_share,
             )?;
-            (lexical + by_meaning_only).max(matched.len())
+            (lexical + by_meaning_only + pinned_in)
+                .saturating_sub(hidden)
+                .max(matched.len())
         } else {
             matched.len()
         };
@@ -395,6 +432,7 @@ impl Engine {
             facets,
             timings_ms: timings,
             experiment: None,
+            rules: applied,
         })
     }
 }

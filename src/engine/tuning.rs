@@ -18,7 +18,7 @@ impl Engine {
         *self
             .profiles_stamp
             .lock()
-            .unwrap_or_else(|e| e.into_inner()) = profiles_stamp(&dir);
+            .unwrap_or_else(|e| e.into_inner()) = profile::stamp(&dir);
         Ok(())
     }
 
@@ -26,7 +26,7 @@ impl Engine {
     /// a broken file is logged and the old profiles stay live.
     pub fn reload_profiles_if_changed(&self) -> bool {
         let dir = self.data_dir.join("profiles");
-        let stamp = profiles_stamp(&dir);
+        let stamp = profile::stamp(&dir);
         if *self
             .profiles_stamp
             .lock()

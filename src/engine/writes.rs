@@ -141,6 +141,7 @@ impl Engine {
                 std::thread::sleep(interval);
                 let Some(engine) = weak.upgrade() else { return };
                 engine.reload_profiles_if_changed();
+                engine.reload_rules_if_changed();
                 if let Err(e) = engine.commit() {
                     tracing::error!(error = %e, "committing product writes failed; will retry");
                 }

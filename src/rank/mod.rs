@@ -23,6 +23,7 @@
 //!   no history, gets none of these, so its ranking is exactly the non-personal one.
 
 pub mod profile;
+pub mod rules;
 
 use serde::Serialize;
 
@@ -96,7 +97,7 @@ pub struct FeatureScore {
 }
 
 /// Why a hit has its score.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Explain {
     /// Raw BM25 score before normalization.
     pub bm25_raw: f32,
@@ -111,6 +112,9 @@ pub struct Explain {
     /// hits of the returned page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bm25_terms: Option<serde_json::Value>,
+    /// Merchandising rules that boosted, buried or pinned the product.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<rules::RuleEffect>,
 }
 
 /// A ranked candidate.
@@ -139,7 +143,11 @@ impl Scored {
             .filter(|f| PERSONAL_FEATURES.contains(&f.name))
             .map(|f| f.contribution)
             .sum();
-        self.score - personal
+        let rules: f32 = (self.explain.rules.iter())
+            .filter(|r| r.effect == "boost")
+            .map(|r| r.value)
+            .sum();
+        self.score - personal - rules
     }
 }
 
@@ -218,6 +226,7 @@ pub fn rank(
                     matched_by,
                     personal_gate: None,
                     bm25_terms: None,
+                    rules: Vec::new(),
                     features,
                 },
             }

@@ -14,7 +14,7 @@ use super::FEATURES;
 use crate::behavior::Personalization;
 use crate::error::{Error, Result};
 use crate::schema::{is_boostable, TEXT_FIELDS};
-use crate::util::write_atomic;
+use crate::util::versioned::Versioned;
 
 /// How many candidates each retrieval side contributes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -259,27 +259,14 @@ impl Profiles {
     pub fn load(dir: &Path) -> Result<Profiles> {
         let mut map = BTreeMap::new();
         map.insert("default".to_string(), Arc::new(Profile::default_profile()));
-        if dir.is_dir() {
-            let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-            for entry in entries {
-                let path = entry.map_err(|e| Error::io(dir, e))?.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-                    continue;
-                }
-                let name = path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_string();
-                if name == "bm25" {
-                    return Err(Error::InvalidProfile {
-                        path,
-                        reason: "`bm25` is a built-in profile name; rename the file".into(),
-                    });
-                }
-                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-                map.insert(name, Arc::new(Profile::parse(&text, &path)?));
+        for (name, path, text) in files(dir).load_all()? {
+            if name == "bm25" {
+                return Err(Error::InvalidProfile {
+                    path,
+                    reason: "`bm25` is a built-in profile name; rename the file".into(),
+                });
             }
+            map.insert(name, Arc::new(Profile::parse(&text, &path)?));
         }
         map.insert("bm25".to_string(), Arc::new(Profile::bm25_profile()));
         Ok(Profiles { map })
@@ -317,33 +304,16 @@ impl Profiles {
     }
 }
 
-/// One saved version of a profile.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Version {
-    /// Version id: when it was saved, Unix milliseconds.
-    pub version: u64,
-    /// `put` or `delete`.
-    pub action: &'static str,
-}
+pub use crate::util::versioned::Version;
 
-/// Where profile `name`'s versions are kept.
-fn history_dir(dir: &Path, name: &str) -> std::path::PathBuf {
-    dir.join(".history").join(name)
+/// The profile files of `dir`.
+fn files(dir: &Path) -> Versioned<'_> {
+    Versioned::new(dir, "profile")
 }
 
 /// Checks a profile name (a file stem): 1-64 of `[A-Za-z0-9_-]`, not `bm25`.
 pub fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !ok {
-        return Err(Error::param(
-            "name",
-            "a profile name is 1 to 64 letters, digits, `_` or `-`",
-        ));
-    }
+    files(Path::new("")).check_name(name)?;
     if name == "bm25" {
         return Err(Error::param(
             "name",
@@ -353,98 +323,44 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// A version id after every saved one: now, or one past the newest.
-fn next_version(dir: &Path, name: &str) -> Result<u64> {
-    let last = versions(dir, name)?.last().map_or(0, |v| v.version);
-    Ok(now_ms().max(last + 1))
-}
-
 /// Validates `text` and saves it as profile `name` in `dir`, keeping a timestamped copy
 /// in `dir/.history/name/`. Nothing is written when the text is invalid.
 pub fn save(dir: &Path, name: &str, text: &str) -> Result<(Profile, Version)> {
     check_name(name)?;
-    let path = dir.join(format!("{name}.toml"));
-    let profile = Profile::parse(text, &path)?;
-    let hist = history_dir(dir, name);
-    std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
-    let version = next_version(dir, name)?;
-    write_atomic(&hist.join(format!("{version}.toml")), text.as_bytes())?;
-    write_atomic(&path, text.as_bytes())?;
-    Ok((
-        profile,
-        Version {
-            version,
-            action: "put",
-        },
-    ))
+    let files = files(dir);
+    let profile = Profile::parse(text, &files.path(name))?;
+    Ok((profile, files.save(name, text)?))
 }
 
 /// Removes profile `name` (its history stays, so it can be restored).
 pub fn remove(dir: &Path, name: &str) -> Result<Version> {
     check_name(name)?;
-    let path = dir.join(format!("{name}.toml"));
-    if !path.exists() {
-        return Err(Error::UnknownProfile {
+    files(dir)
+        .remove(name)?
+        .ok_or_else(|| Error::UnknownProfile {
             name: name.into(),
             known: String::new(),
-        });
-    }
-    let hist = history_dir(dir, name);
-    std::fs::create_dir_all(&hist).map_err(|e| Error::io(&hist, e))?;
-    let version = next_version(dir, name)?;
-    write_atomic(&hist.join(format!("{version}.deleted")), b"")?;
-    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(Version {
-        version,
-        action: "delete",
-    })
+        })
 }
 
 /// The saved versions of profile `name`, oldest first.
 pub fn versions(dir: &Path, name: &str) -> Result<Vec<Version>> {
-    let hist = history_dir(dir, name);
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&hist) {
-        for e in entries.flatten() {
-            let f = e.file_name().to_string_lossy().to_string();
-            let (stem, action) = match f.split_once('.') {
-                Some((s, "toml")) => (s.to_string(), "put"),
-                Some((s, "deleted")) => (s.to_string(), "delete"),
-                _ => continue,
-            };
-            if let Ok(version) = stem.parse() {
-                out.push(Version { version, action });
-            }
-        }
-    }
-    out.sort_by_key(|v| v.version);
-    Ok(out)
+    files(dir).versions(name)
 }
 
 /// The text of one saved version.
 pub fn version_text(dir: &Path, name: &str, version: u64) -> Result<String> {
-    let path = history_dir(dir, name).join(format!("{version}.toml"));
-    std::fs::read_to_string(&path).map_err(|_| {
-        Error::param(
-            "version",
-            format!("profile `{name}` has no saved version {version}"),
-        )
-    })
+    files(dir).version_text(name, version)
 }
 
 /// The newest saved version of `name`, if it was saved through [`save`].
 pub fn current_version(dir: &Path, name: &str) -> Option<u64> {
-    versions(dir, name)
-        .ok()?
-        .last()
-        .filter(|v| v.action == "put")
-        .map(|v| v.version)
+    files(dir).current_version(name)
+}
+
+/// A stamp of the profile files, to notice hand edits.
+pub fn stamp(dir: &Path) -> u128 {
+    files(dir).stamp()
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ pub fn need(method: &Method, pattern: &str) -> Need {
         "/keys" | "/keys/{id}" => Need::Master,
         p if p.starts_with("/profiles") => Need::Key(Action::Profiles),
         p if p.starts_with("/experiments") => Need::Key(Action::Experiments),
+        p if p.starts_with("/rules") => Need::Key(Action::Rules),
         p if p.starts_with("/admin") => Need::Key(Action::Admin),
         // A route added without a row here needs the master key until it gets one.
         _ => Need::Master,

@@ -10,6 +10,7 @@ mod experiments;
 mod keys;
 mod profiles;
 mod rerank;
+mod rules;
 mod search;
 mod status;
 
@@ -213,6 +214,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .configure(catalog::configure)
     .configure(profiles::configure)
     .configure(experiments::configure)
+    .configure(rules::configure)
     .configure(status::configure)
     .configure(keys::configure)
     .configure(rerank::configure)

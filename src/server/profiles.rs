@@ -50,7 +50,26 @@ async fn put(
         path: format!("PUT /profiles/{name}").into(),
         reason,
     };
-    let body = super::read_body(&state, &http, payload, 256 << 10, bad).await?;
+    let text = toml_body(&state, &http, payload, bad, |p: crate::rank::Profile| {
+        p.to_toml()
+    })
+    .await?;
+    let engine = state.engine.clone();
+    let n = name.clone();
+    let version = run_blocking(&state, move || engine.put_profile(&n, &text)).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "version": version})))
+}
+
+/// A body of TOML text, or JSON turned into TOML through `T` (a profile, a rule); at
+/// most 256 KiB of UTF-8.
+pub(super) async fn toml_body<T: serde::de::DeserializeOwned>(
+    state: &web::Data<AppState>,
+    http: &HttpRequest,
+    payload: web::Payload,
+    bad: impl Fn(String) -> Error + Copy,
+    to_toml: impl FnOnce(T) -> String,
+) -> Result<String> {
+    let body = super::read_body(state, http, payload, 256 << 10, bad).await?;
     let text = std::str::from_utf8(&body)
         .map_err(|e| {
             bad(format!(
@@ -59,18 +78,10 @@ async fn put(
             ))
         })?
         .to_string();
-    let text = match text.trim_start().starts_with('{') {
-        true => {
-            let p: crate::rank::Profile =
-                serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-            p.to_toml()
-        }
+    Ok(match text.trim_start().starts_with('{') {
+        true => to_toml(serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?),
         false => text,
-    };
-    let engine = state.engine.clone();
-    let n = name.clone();
-    let version = run_blocking(&state, move || engine.put_profile(&n, &text)).await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"name": name, "version": version})))
+    })
 }
 
 async fn delete(state: web::Data<AppState>, name: web::Path<String>) -> Result<HttpResponse> {

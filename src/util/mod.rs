@@ -5,6 +5,7 @@
 
 mod fs;
 mod rng;
+pub mod versioned;
 
 pub use fs::{sync_dir, try_lock, write_atomic, write_file};
 pub use rng::Rng;

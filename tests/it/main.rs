@@ -16,6 +16,7 @@ mod layers;
 mod profiles;
 mod relevance;
 mod rerank;
+mod rules;
 mod security;
 mod taobao_replay;
 mod tuning;

@@ -803,3 +803,46 @@ async fn suggest_with_a_user_needs_the_users_action() {
     let (s, b) = common::call(&state, bearer(get("/suggest?q=k&user=alice"), &users_key)).await;
     assert_eq!(s, StatusCode::OK, "{b}");
 }
+
+#[actix_web::test]
+async fn rules_need_the_rules_action() {
+    let data = common::demo_index(None);
+    let state = keyed(writable(data.path()), data.path());
+    let create = |actions: Value| {
+        bearer(atest::TestRequest::post().uri("/keys"), MASTER)
+            .set_payload(json!({"actions": actions}).to_string())
+    };
+    let (_, b) = common::call(&state, create(json!(["search", "profiles"]))).await;
+    let tuner_key = b["key"].as_str().unwrap().to_string();
+    let (_, b) = common::call(&state, create(json!(["rules"]))).await;
+    let merchandiser_key = b["key"].as_str().unwrap().to_string();
+    let rule = "[then]\nhide = [\"demo-001\"]\n";
+    let put = || {
+        atest::TestRequest::put()
+            .uri("/rules/hide1")
+            .set_payload(rule)
+    };
+    for req in [
+        put(),
+        atest::TestRequest::get().uri("/rules"),
+        atest::TestRequest::get().uri("/rules/hide1"),
+        atest::TestRequest::delete().uri("/rules/hide1"),
+        atest::TestRequest::post().uri("/rules/hide1/restore?version=1"),
+    ] {
+        let (s, b) = common::call(&state, bearer(req, &tuner_key)).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::FORBIDDEN, Some("forbidden")),
+            "{b}"
+        );
+    }
+    let (s, b) = common::call(&state, put()).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNAUTHORIZED, Some("missing_key"))
+    );
+    let (s, b) = common::call(&state, bearer(put(), &merchandiser_key)).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _) = common::call(&state, bearer(search("口红"), &merchandiser_key)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a rules key does not search");
+}
