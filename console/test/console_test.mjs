@@ -3,7 +3,8 @@
 //   PORT=18181 node console_test.mjs      (a `shoprank serve` must answer on 127.0.0.1:PORT)
 //
 // Loads the page, searches, moves weight sliders and checks that the order changes, compares
-// two profiles, asks for a profile's eval numbers, and saves a screenshot to $SCREENSHOT
+// two profiles, asks for a profile's eval numbers, saves and deletes a merchandising rule,
+// and saves a screenshot to $SCREENSHOT
 // (default target/console/console.png, relative to the repository root).
 // Env: PORT (required), CHROMIUM (default /usr/bin/chromium), SCREENSHOT, QUERY (default 手机壳),
 // CONSOLE_USER (optional user id to personalize with), EXPECT_EVAL=1 (the server has an eval set).
@@ -239,6 +240,33 @@ try {
     await waitRendered(n);
     const back = await ids();
     assert(JSON.stringify(back) === JSON.stringify(before), "back on default, the order differs from the first search");
+  });
+
+  await step("a rule saved in the rules panel pins a product first, shows why, and is deleted", async () => {
+    const last = before[before.length - 1];
+    await page.click("#rule-new");
+    await page.fill("#rule-name", "console-pin");
+    await page.fill("#rule-text", `description = "console test"\n[when]\nquery_equals = [${JSON.stringify(query)}]\n[[then.pin]]\nid = ${JSON.stringify(last)}\nposition = 1\n`);
+    let n = await seq();
+    await page.click("#rule-save");
+    await waitRendered(n);
+    const pinned = await ids();
+    assert(pinned[0] === last, `the pinned ${last} is not first: ${pinned.slice(0, 3).join(",")}`);
+    const chip = await page.textContent("#results li.hit:first-child .chip.rule");
+    assert(/pinned 1/.test(chip) && /console-pin/.test(chip), `rule chip: ${chip}`);
+    assert(/console-pin/.test(await page.textContent("#summary")), "the summary does not name the rule");
+    assert(/console-pin/.test(await page.textContent("#rules-list")), "the rule is not listed");
+    // A bad rule is refused with the server's reason, in the panel.
+    await page.fill("#rule-text", "[then]\nshuffle = true\n");
+    await page.click("#rule-save");
+    await page.waitForSelector("#rule-status.err");
+    assert(/invalid_rule/.test(await page.textContent("#rule-status")), "no reason for the refused rule");
+    n = await seq();
+    await page.click("#rule-delete");
+    await waitRendered(n);
+    const back = await ids();
+    assert(JSON.stringify(back) === JSON.stringify(before), "after deleting the rule, the order differs from the first search");
+    assert(!(await errorShown()), "error box shown: " + (await page.textContent("#error")));
   });
 
   await step("move sliders again for the screenshot", async () => {
