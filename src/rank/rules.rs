@@ -562,11 +562,14 @@ impl Active {
                 placed.push((pin.position, s));
             }
         }
-        // Lowest positions first, so each lands where it was asked for.
+        // Lowest positions first, so each lands where it was asked for; a contested
+        // position goes to the earlier rule, the later pin right after it.
         placed.sort_by_key(|(pos, _)| *pos);
+        let mut free = 0;
         for (pos, s) in placed {
-            let at = (pos - 1).min(matched.len());
+            let at = (pos - 1).max(free).min(matched.len());
             matched.insert(at, s);
+            free = at + 1;
         }
     }
 }

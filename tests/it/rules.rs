@@ -227,6 +227,24 @@ fn hand_edited_rule_files_are_picked_up_and_a_broken_one_keeps_the_old_rules() {
     );
 }
 
+#[test]
+fn a_contested_position_goes_to_the_rule_first_by_name() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let pin = |id: &str, position: usize| {
+        format!("[when]\nquery_equals = [\"口红\"]\n[[then.pin]]\nid = \"{id}\"\nposition = {position}\n")
+    };
+    engine.put_rule("b-later", &pin("demo-067", 1)).unwrap();
+    engine.put_rule("a-first", &pin("demo-066", 1)).unwrap();
+    engine.put_rule("c-third", &pin("demo-064", 4)).unwrap();
+    let res = engine.search(&SearchRequest::new("口红")).unwrap();
+    let ids: Vec<&str> = res.hits.iter().map(|h| h.id.as_str()).collect();
+    assert_eq!(&ids[..2], ["demo-066", "demo-067"], "{ids:?}");
+    assert_eq!(ids[3], "demo-064", "{ids:?}");
+    let names: Vec<&str> = res.rules.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a-first", "b-later", "c-third"]);
+}
+
 fn event(user: &str, kind: EventType, product: &str, ts: i64) -> Event {
     Event {
         user_id: user.to_string(),
