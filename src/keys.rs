@@ -187,6 +187,23 @@ pub struct Keys {
     master: Option<[u8; 32]>,
     path: PathBuf,
     keys: RwLock<Vec<Key>>,
+    /// When `keys.json` was last looked at, and its stamp then (size, modified): a file
+    /// changed by another replica (or by hand) is read again within a second.
+    seen: std::sync::Mutex<(std::time::Instant, Option<(u64, std::time::SystemTime)>)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
+}
+
+fn read_keys(path: &Path) -> Result<Vec<Key>> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(path, e)),
+    }
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -206,17 +223,37 @@ impl Keys {
     /// Keys of `data_dir` (`keys.json`, if any) with the master key `master`.
     pub fn open(data_dir: &Path, master: Option<&str>) -> Result<Keys> {
         let path = data_dir.join("keys.json");
-        let keys = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(&path, e)),
-        };
+        let keys = read_keys(&path)?;
         Ok(Keys {
             master: master.filter(|m| !m.is_empty()).map(digest),
+            seen: std::sync::Mutex::new((std::time::Instant::now(), stamp(&path))),
             path,
             keys: RwLock::new(keys),
         })
+    }
+
+    /// Reads `keys.json` again when it changed on disk (at most once a second); a broken
+    /// file is logged and the keys in memory stay.
+    fn refresh(&self) {
+        if self.path.as_os_str().is_empty() {
+            return;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.0.elapsed() < std::time::Duration::from_secs(1) {
+            return;
+        }
+        let now = stamp(&self.path);
+        seen.0 = std::time::Instant::now();
+        if now == seen.1 {
+            return;
+        }
+        seen.1 = now;
+        match read_keys(&self.path) {
+            Ok(keys) => *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys,
+            Err(e) => {
+                tracing::error!(error = %e, "keys.json changed but cannot be read; the old keys stay")
+            }
+        }
     }
 
     /// No keys at all: the server runs open (loopback only).
@@ -225,6 +262,7 @@ impl Keys {
             master: None,
             path: PathBuf::new(),
             keys: RwLock::new(Vec::new()),
+            seen: std::sync::Mutex::new((std::time::Instant::now(), None)),
         }
     }
 
@@ -240,6 +278,7 @@ impl Keys {
             return Ok(Caller::Master);
         }
         let hashed = hex(&d);
+        self.refresh();
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         // Compare against every key, so the time does not depend on which one matched.
         let mut found = None;
@@ -298,6 +337,7 @@ impl Keys {
 
     /// Every stored key, without hashes.
     pub fn list(&self) -> Vec<Key> {
+        self.refresh();
         let keys = self.keys.read().unwrap_or_else(|e| e.into_inner());
         keys.iter().cloned().map(public).collect()
     }
@@ -320,6 +360,7 @@ impl Keys {
         }
         let text = serde_json::to_vec_pretty(keys).map_err(|e| Error::Internal(e.to_string()))?;
         crate::util::write_atomic(&self.path, &text)?;
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).1 = stamp(&self.path);
         // Hashes only, but nobody else on the machine needs to read them.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&self.path, std::fs::Permissions::from_mode(0o600))

@@ -9,7 +9,8 @@
 //! intent, index                  query understanding model; tantivy generations
 //! behavior, suggest, experiments events -> user profiles; completions; A/B arms
 //! retrieve, rank                 BM25 ∪ vector candidates, filters; features × profile
-//! settings, jobs, keys           layered settings; catalog jobs with their gates; API keys
+//! settings, jobs, keys, cluster  layered settings; catalog jobs with their gates; API keys;
+//!                                replicas sharing logs and files through Redis
 //! engine                         wires the stages: search, writes, events, text reload
 //! offline                        eval, tune, judgments, simulations (above the engine)
 //! server / main (cli/)           HTTP / command line
@@ -19,6 +20,7 @@
 pub mod analysis;
 pub mod behavior;
 pub mod catalog;
+pub mod cluster;
 pub mod encoder;
 pub mod engine;
 pub mod error;

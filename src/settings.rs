@@ -72,6 +72,13 @@ pub struct Settings {
     pub body_buffer_mb: usize,
     /// Their judgments (TREC qrels).
     pub eval_qrels: Option<PathBuf>,
+    /// Redis shared by replicas (`redis://HOST:PORT/DB`; `None`: everything stays in the
+    /// data directory). Never logged or shown: it may hold a password.
+    #[serde(skip_serializing)]
+    pub redis_url: Option<crate::util::Secret>,
+    /// The folder replicas share generations through (with `redis_url`; default
+    /// `DATA_DIR/../shared`).
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -104,6 +111,8 @@ impl Default for Settings {
             import_dir: None,
             body_timeout_secs: 10,
             body_buffer_mb: 256,
+            redis_url: None,
+            shared_dir: None,
         }
     }
 }
@@ -209,6 +218,17 @@ pub struct SettingsArgs {
     /// MiB of request bodies buffered at once across requests (`serve`).
     #[arg(long, env = "SHOPRANK_BODY_BUFFER_MB", global = true)]
     pub body_buffer_mb: Option<usize>,
+    /// Redis shared by replicas, `redis://HOST:PORT/DB` (`serve`).
+    #[arg(
+        long = "redis",
+        env = "SHOPRANK_REDIS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub redis_url: Option<String>,
+    /// Folder replicas share generations through (`serve --redis`).
+    #[arg(long, env = "SHOPRANK_SHARED_DIR", global = true)]
+    pub shared_dir: Option<PathBuf>,
 }
 
 impl Settings {
@@ -260,6 +280,11 @@ impl Settings {
         set(&mut s.import_dir, a.import_dir.map(Some));
         set(&mut s.body_timeout_secs, a.body_timeout_secs);
         set(&mut s.body_buffer_mb, a.body_buffer_mb);
+        set(
+            &mut s.redis_url,
+            a.redis_url.map(|u| Some(crate::util::Secret::new(u))),
+        );
+        set(&mut s.shared_dir, a.shared_dir.map(Some));
         s.locate_resources();
         Ok(s)
     }

@@ -134,7 +134,7 @@ impl Engine {
     }
 
     /// Query vectors of search events (computed before taking any lock: encoding is slow).
-    fn event_vectors(&self, events: &[Event]) -> Vec<Option<Vec<f32>>> {
+    pub(super) fn event_vectors(&self, events: &[Event]) -> Vec<Option<Vec<f32>>> {
         events
             .iter()
             .map(|e| match (&self.encoder, e.kind, &e.query) {

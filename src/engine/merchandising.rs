@@ -64,6 +64,7 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (_, version) = rules::save(&dir, name, text)?;
         self.load_rules()?;
+        self.share_file(&format!("rules/{name}.toml"))?;
         Ok(version)
     }
 
@@ -74,6 +75,7 @@ impl Engine {
             .remove(name)?
             .ok_or_else(|| Error::RuleNotFound(name.chars().take(64).collect()))?;
         self.load_rules()?;
+        self.share_file(&format!("rules/{name}.toml"))?;
         Ok(version)
     }
 

@@ -31,6 +31,7 @@ use crate::suggest::{Suggester, Suggestion};
 
 mod events;
 mod merchandising;
+mod replicas;
 mod request;
 mod rerank;
 mod search;
@@ -38,6 +39,7 @@ mod text;
 mod tuning;
 mod writes;
 
+pub use replicas::prepare_replica;
 pub use request::{
     AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
     MAX_PAGE_SIZE,
@@ -68,6 +70,8 @@ pub struct Engine {
     profiles_stamp: Mutex<u128>,
     /// Merchandising rules.
     rules: RwLock<Arc<Rules>>,
+    /// This process as one of several replicas sharing a Redis, if it is.
+    replica: Option<replicas::Replica>,
     /// Modification stamp of the rule folder at the last load.
     rules_stamp: Mutex<u128>,
     /// The writer of the live generation, when this process takes writes.
@@ -156,6 +160,7 @@ impl Engine {
             profiles_stamp: Mutex::new(profile::stamp(&data_dir.join("profiles"))),
             rules_stamp: Mutex::new(rules::files(&rules_dir).stamp()),
             rules: RwLock::new(Arc::new(rules)),
+            replica: None,
             live: Mutex::new(None),
             jobs: Jobs::default(),
             metrics: Metrics::default(),
@@ -182,7 +187,7 @@ impl Engine {
     /// Health facts.
     pub fn health(&self) -> Health {
         let g = self.generation();
-        let mut problems = Vec::new();
+        let mut problems = self.replica_problems();
         if self.behavior.as_ref().is_some_and(|b| b.store.failing()) {
             problems.push(
                 "the event store failed its last write (full disk?); it retries on the next".into(),

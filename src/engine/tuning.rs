@@ -60,6 +60,7 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (_, version) = profile::save(&dir, name, text)?;
         self.load_profiles()?;
+        self.share_file(&format!("profiles/{name}.toml"))?;
         Ok(version)
     }
 
@@ -68,6 +69,7 @@ impl Engine {
         let _edit = self.profile_edit.lock().unwrap_or_else(|e| e.into_inner());
         let version = profile::remove(&self.data_dir.join("profiles"), name)?;
         self.load_profiles()?;
+        self.share_file(&format!("profiles/{name}.toml"))?;
         Ok(version)
     }
 
@@ -224,12 +226,14 @@ impl Engine {
         let profiles = self.profiles();
         self.experiments
             .put(id, text, |p| profiles.get(p).is_ok())?;
+        self.share_file(&format!("experiments/{id}.toml"))?;
         self.experiments.report(id)
     }
 
     /// Stops experiment `id`; its log stays on disk.
     pub fn stop_experiment(&self, id: &str) -> Result<()> {
-        self.experiments.stop(id)
+        self.experiments.stop(id)?;
+        self.share_file(&format!("experiments/{id}.toml"))
     }
 
     /// Per-arm searches, users, CTR, add-to-cart and purchase rates with 95% intervals.

@@ -37,7 +37,7 @@ impl Engine {
         Ok(())
     }
 
-    fn swap(&self, snapshot: Generation) {
+    pub(super) fn swap(&self, snapshot: Generation) {
         *self.generation.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
     }
 
@@ -52,7 +52,10 @@ impl Engine {
         }
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         let w = live.as_mut().ok_or_else(read_only)?;
-        let outcomes = w.writer.write(writes)?;
+        let outcomes = match self.write_shared(w, &writes) {
+            Some(shared) => shared?,
+            None => w.writer.write(writes)?,
+        };
         if w.commit_interval.is_zero() {
             self.commit_pending(w)?;
         }
@@ -92,7 +95,7 @@ impl Engine {
     }
 
     /// Commits `w`'s pending writes and serves the new snapshot; true when there were any.
-    fn commit_pending(&self, w: &mut Writes) -> Result<bool> {
+    pub(super) fn commit_pending(&self, w: &mut Writes) -> Result<bool> {
         let snapshot = w.writer.commit()?;
         let committed = snapshot.is_some();
         if let Some(snapshot) = snapshot {
@@ -182,6 +185,8 @@ impl Engine {
         let errors_file = job.status().errors_file.unwrap_or_default();
         let engine = self.clone();
         let status = job.status();
+        // With replicas: the others replay the shared product log from here onto it.
+        let position = self.products_position();
         std::thread::spawn(move || {
             let previous = Some(engine.generation().live_count());
             let prepared = crate::jobs::prepare(
@@ -204,7 +209,11 @@ impl Engine {
                 if job.cancelled() {
                     return Err(Error::Cancelled);
                 }
-                engine.go_live(prep.built, prep.candidate)
+                engine.go_live(prep.built, prep.candidate)?;
+                match &position {
+                    Some(offset) => engine.publish_rebuilt(offset),
+                    None => Ok(()),
+                }
             });
             job.update(|s| match result {
                 Ok(()) => s.state = "succeeded",

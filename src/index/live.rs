@@ -92,6 +92,15 @@ pub enum Write {
     Delete(String, Option<i64>),
 }
 
+/// Client writes resolved into changes (see [`LiveWriter::resolve`]).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// `(index of the write, its change)`.
+    pub changes: Vec<(usize, Change)>,
+    /// Outcomes known without applying, by write index.
+    pub fixed: Vec<Option<Outcome>>,
+}
+
 /// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -499,6 +508,15 @@ impl LiveWriter {
     /// and unchanged ones, logs the rest durably. Returns each write's outcome. All or
     /// nothing: on error nothing is applied.
     pub fn write(&mut self, writes: Vec<Write>) -> Result<Vec<Outcome>> {
+        let resolved = self.resolve(writes);
+        self.apply(resolved)
+    }
+
+    /// Client writes as the changes they make to the newest state (an upsert with its
+    /// time set, a patch as the whole patched product, a delete with its time), with the
+    /// outcomes known already (a patch of an unknown product, a stale patch). Changes
+    /// resolved this way apply the same anywhere: replicas share them.
+    pub fn resolve(&self, writes: Vec<Write>) -> Resolved {
         let mut changes = Vec::with_capacity(writes.len());
         let mut fixed = vec![None; writes.len()];
         for (i, w) in writes.into_iter().enumerate() {
@@ -546,6 +564,13 @@ impl LiveWriter {
                 }
             }
         }
+        Resolved { changes, fixed }
+    }
+
+    /// Applies resolved writes (see [`LiveWriter::resolve`]); returns each write's
+    /// outcome. All or nothing: on error nothing is applied.
+    pub fn apply(&mut self, resolved: Resolved) -> Result<Vec<Outcome>> {
+        let Resolved { changes, mut fixed } = resolved;
         let (idx, changes): (Vec<usize>, Vec<Change>) = changes.into_iter().unzip();
         let outcomes = self.apply_changes(changes)?;
         for (i, o) in idx.into_iter().zip(outcomes) {
@@ -555,6 +580,15 @@ impl LiveWriter {
             .into_iter()
             .map(|o| o.unwrap_or(Outcome::NotFound))
             .collect())
+    }
+
+    /// Applies changes another replica resolved (stale and unchanged ones are skipped).
+    pub fn apply_shared(&mut self, changes: Vec<Change>) -> Result<Vec<Outcome>> {
+        let changes = changes
+            .into_iter()
+            .filter(|c| !matches!(c, Change::Inherit { .. }))
+            .collect();
+        self.apply_changes(changes)
     }
 
     /// Applies changes to a scratch copy, logs the applied ones, then makes the copy the

@@ -31,7 +31,7 @@ use tantivy::{Index, IndexReader, ReloadPolicy, Searcher, TantivyDocument};
 
 use crate::vectors::Vectors;
 pub use embed_cache::EmbeddingCache;
-pub use live::{Change, LiveWriter, Outcome, Patch, Write as ProductWrite};
+pub use live::{Change, LiveWriter, Outcome, Patch, Resolved, Write as ProductWrite};
 
 use crate::analysis::{normalize, Analysis, PinyinVocab};
 use crate::catalog::Product;
@@ -390,6 +390,37 @@ pub fn publish(data_dir: &Path, built: Built) -> Result<()> {
     switch(data_dir, name, previous.as_deref())?;
     cleanup(data_dir, name, previous.as_deref());
     Ok(())
+}
+
+/// Makes generation `name` live, copying it from `shared` (another replica's publication)
+/// when this data directory does not hold it yet. The live one becomes `PREVIOUS`.
+pub fn adopt(data_dir: &Path, shared: &Path, name: &str) -> Result<()> {
+    let dir = generation_dir(data_dir, name);
+    if !dir.join("meta.json").is_file() {
+        let from = generation_dir(shared, name);
+        if !from.join("meta.json").is_file() {
+            return Err(Error::Config(format!(
+                "generation `{name}` is published but {} does not hold it (setting `shared_dir`)",
+                from.display()
+            )));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(generations_dir(data_dir)).map_err(|e| Error::io(data_dir, e))?;
+        crate::util::copy_dir(&from, &dir)?;
+    }
+    let previous = current_name(data_dir)?.filter(|p| p != name);
+    switch(data_dir, name, previous.as_deref())
+}
+
+/// Copies generation `name` of `data_dir` into `shared` for other replicas (nothing to
+/// do when it is there already).
+pub fn share(data_dir: &Path, shared: &Path, name: &str) -> Result<()> {
+    let to = generation_dir(shared, name);
+    if to.join("meta.json").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(generations_dir(shared)).map_err(|e| Error::io(shared, e))?;
+    crate::util::copy_dir(&generation_dir(data_dir, name), &to)
 }
 
 /// Points `CURRENT` at `live` and `PREVIOUS` at `previous`, each by an atomic rename.

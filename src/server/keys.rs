@@ -41,6 +41,7 @@ async fn create(
         )
     })?;
     let (key, secret) = state.config.keys.create(new, crate::util::now())?;
+    share_keys(&state);
     let mut out = serde_json::to_value(&key).map_err(|e| Error::Internal(e.to_string()))?;
     out["key"] = json!(secret);
     Ok(HttpResponse::Created().json(out))
@@ -54,5 +55,15 @@ async fn list(state: web::Data<AppState>) -> Result<HttpResponse> {
 async fn revoke(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse> {
     enabled(&state)?;
     state.config.keys.revoke(&id)?;
+    share_keys(&state);
     Ok(HttpResponse::Ok().json(json!({"revoked": id.into_inner()})))
+}
+
+/// Shares `keys.json` with the other replicas (with `--redis`). The key is created or
+/// revoked here either way: a failure is logged, not answered, so a new key's secret is
+/// never lost.
+fn share_keys(state: &AppState) {
+    if let Err(e) = state.engine.share_file("keys.json") {
+        tracing::error!(error = %e, "could not share keys.json with the other replicas");
+    }
 }

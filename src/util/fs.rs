@@ -28,6 +28,38 @@ pub fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
         .map_err(|e| Error::io(path, e))
 }
 
+/// Copies folder `from` to `to` (which must not exist) through `to.tmp` and a rename,
+/// skipping lock files: `to` appears whole or not at all.
+pub fn copy_dir(from: &Path, to: &Path) -> Result<()> {
+    fn copy(from: &Path, to: &Path) -> Result<()> {
+        std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+        for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+            let entry = entry.map_err(|e| Error::io(from, e))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().ends_with(".lock") {
+                continue;
+            }
+            let (src, dst) = (entry.path(), to.join(&name));
+            if entry.file_type().map_err(|e| Error::io(&src, e))?.is_dir() {
+                copy(&src, &dst)?;
+            } else {
+                std::fs::copy(&src, &dst).map_err(|e| Error::io(&src, e))?;
+            }
+        }
+        Ok(())
+    }
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy(from, &tmp)?;
+    std::fs::rename(&tmp, to).map_err(|e| Error::io(to, e))?;
+    match to.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
 /// Syncs a folder, so a rename or a new file in it survives a crash.
 pub fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)

@@ -7,7 +7,7 @@ mod fs;
 mod rng;
 pub mod versioned;
 
-pub use fs::{sync_dir, try_lock, write_atomic, write_file};
+pub use fs::{copy_dir, sync_dir, try_lock, write_atomic, write_file};
 pub use rng::Rng;
 
 /// A string that never shows in `Debug` output, so a logged settings struct cannot leak

@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["intent", "index"],
     &["behavior", "suggest", "experiments"],
     &["retrieve", "rank"],
-    &["settings", "jobs", "keys"],
+    &["settings", "jobs", "keys", "cluster"],
     &["engine"],
     &["offline"],
     &["server"],
