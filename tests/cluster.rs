@@ -594,3 +594,54 @@ fn a_new_replica_catches_up_from_the_published_generation() {
     assert_eq!(d.call("GET", "/products/demo-001", "").1["price"], 1.0);
     assert_eq!(d.search("保温杯", "&user=late-fan")["personalized"], true);
 }
+
+#[test]
+fn a_rebuild_on_one_replica_is_published_and_followed_by_the_others() {
+    if !have("redis-server") {
+        return;
+    }
+    let c = Cluster::start(2, &[]);
+    let (a, b) = (&c.replicas[0], &c.replicas[1]);
+    let before = a.call("GET", "/health", "").1["generation"].clone();
+    // A catalog with one product more, in a's import folder.
+    let mut catalog = std::fs::read_to_string(common::fixture("demo_catalog.jsonl")).unwrap();
+    catalog.push_str(
+        &json!({"id": "rebuilt-1", "title": "重建目录新增紫砂茶壶", "category": "家居/茶具", "price": 199})
+            .to_string(),
+    );
+    catalog.push('\n');
+    let import = a.data.join("import");
+    std::fs::create_dir_all(&import).unwrap();
+    std::fs::write(import.join("next.jsonl"), catalog).unwrap();
+    let (s, job) = a.call("POST", "/admin/reindex", r#"{"catalog": "next.jsonl"}"#);
+    assert_eq!(s, 202, "{job}");
+    // A write acknowledged around the rebuild is kept on both.
+    let (s, _) = b.call(
+        "PUT",
+        "/products",
+        &json!({"id": "during-1", "title": "重建期间写入的竹制砧板"}).to_string(),
+    );
+    assert_eq!(s, 200);
+    let id = job["id"].as_str().unwrap().to_string();
+    until(Duration::from_secs(30), "the rebuild succeeds", || {
+        a.call("GET", &format!("/admin/jobs/{id}"), "").1["state"] == "succeeded"
+    });
+    let after = a.call("GET", "/health", "").1["generation"].clone();
+    assert_ne!(before, after);
+    until(
+        Duration::from_secs(5),
+        "b switches to the rebuilt generation",
+        || b.call("GET", "/health", "").1["generation"] == after,
+    );
+    for r in [a, b] {
+        until(
+            Duration::from_secs(3),
+            "the new product and the write made meanwhile",
+            || {
+                r.top_ids("紫砂茶壶").contains(&"rebuilt-1".to_string())
+                    && r.top_ids("竹制砧板").contains(&"during-1".to_string())
+            },
+        );
+    }
+    assert_eq!(a.top_ids("手机壳"), b.top_ids("手机壳"));
+}
