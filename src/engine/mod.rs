@@ -29,6 +29,7 @@ use crate::retrieve::{self, Facets, Filters};
 use crate::settings::Settings;
 use crate::suggest::{Suggester, Suggestion};
 
+mod budget;
 mod events;
 mod merchandising;
 mod replicas;
@@ -39,6 +40,7 @@ mod text;
 mod tuning;
 mod writes;
 
+pub use budget::BudgetNote;
 pub use replicas::prepare_replica;
 pub use request::{
     AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
@@ -72,6 +74,8 @@ pub struct Engine {
     rules: RwLock<Arc<Rules>>,
     /// This process as one of several replicas sharing a Redis, if it is.
     replica: Option<replicas::Replica>,
+    /// Searches in flight and recent stage times, for latency budgets.
+    load: budget::Load,
     /// Modification stamp of the rule folder at the last load.
     rules_stamp: Mutex<u128>,
     /// The writer of the live generation, when this process takes writes.
@@ -161,6 +165,7 @@ impl Engine {
             rules_stamp: Mutex::new(rules::files(&rules_dir).stamp()),
             rules: RwLock::new(Arc::new(rules)),
             replica: None,
+            load: budget::Load::default(),
             live: Mutex::new(None),
             jobs: Jobs::default(),
             metrics: Metrics::default(),

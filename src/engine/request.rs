@@ -133,6 +133,9 @@ pub struct SearchResponse {
     /// Merchandising rules whose condition held, with what each did.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<crate::rank::rules::Applied>,
+    /// What this search gave up to keep its profile's latency budget under load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<super::BudgetNote>,
 }
 
 /// Which experiment arm served a search, and the id its outcomes are attributed to.

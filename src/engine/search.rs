@@ -160,6 +160,7 @@ impl Engine {
         let _search =
             tracing::debug_span!("search", query = %req.query, profile = ?req.profile).entered();
         let started = Instant::now();
+        let (_flight, in_flight) = self.load.enter();
         let query = validate(req)?;
         let profile_name = req.profile.clone().unwrap_or_else(|| "default".into());
         let mut profile: Arc<Profile> = self.profiles().get(&profile_name)?;
@@ -172,7 +173,20 @@ impl Engine {
         // Understanding is one call; the encode inside it is timed on its own, and what
         // follows the encode (words, synonyms, categories) counts with retrieval, as before.
         let t = Instant::now();
-        let semantic_wanted = profile.weight("semantic") != 0.0 || profile.candidates.vector > 0;
+        let semantic_wanted = self.encoder.is_some()
+            && (profile.weight("semantic") != 0.0 || profile.candidates.vector > 0);
+        // Under load, a profile's latency budget may drop the semantic stage and candidates.
+        let budget = self.load.plan(
+            &profile.budget,
+            in_flight,
+            profile.candidates.bm25,
+            semantic_wanted,
+        );
+        let semantic_wanted =
+            semantic_wanted && !budget.as_ref().is_some_and(|b| b.semantic_skipped);
+        let bm25_candidates = budget
+            .as_ref()
+            .map_or(profile.candidates.bm25, |b| b.bm25_candidates);
         let encoded: std::cell::Cell<Option<(Instant, Instant)>> = Default::default();
         let encode = |text: &str| {
             let _span = tracing::debug_span!("encode").entered();
@@ -251,8 +265,11 @@ impl Engine {
             query_vector.as_deref(),
             &filters,
             &profile.boosts,
-            profile.candidates.bm25,
-            profile.candidates.vector,
+            bm25_candidates,
+            match semantic_wanted {
+                true => profile.candidates.vector,
+                false => 0,
+            },
         )?;
         drop(span);
         timings.retrieve = self.stage("retrieve", t);
@@ -411,6 +428,10 @@ impl Engine {
         drop(span);
         timings.rank = self.stage("rank", t);
         timings.total = self.stage("total", started);
+        self.load.record(
+            query_vector.is_some().then_some(timings.encode),
+            timings.analyze + timings.retrieve + timings.rank,
+        );
 
         Ok(SearchResponse {
             query: req.query.clone(),
@@ -433,6 +454,7 @@ impl Engine {
             timings_ms: timings,
             experiment: None,
             rules: applied,
+            budget,
         })
     }
 }

@@ -27,7 +27,7 @@ pub mod rules;
 
 use serde::Serialize;
 
-pub use profile::{CandidateCounts, Diversity, Matching, Profile, Profiles};
+pub use profile::{Budget, CandidateCounts, Diversity, Matching, Profile, Profiles};
 
 /// Reorders ranked results so that no brand has more than `max_per_brand` of any window of
 /// results before others get a turn: a product over its brand's share waits (in order)

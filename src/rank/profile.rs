@@ -59,6 +59,32 @@ pub struct Profile {
     /// What counts as a match (shown in `hits` and counted in `total`).
     #[serde(default)]
     pub matching: Matching,
+    /// A latency budget under load (off by default).
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+/// A latency budget: when more searches are in flight than there are cores, a search
+/// whose predicted time (measured stage times x searches per core) is over `latency_ms`
+/// skips the semantic stage (no query encode, no vector candidates), and if that is not
+/// enough takes fewer BM25 candidates (down to `min_candidates`); the answer's `budget`
+/// says what was dropped. 0 turns it off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Target search time in milliseconds (0: no budget).
+    pub latency_ms: f32,
+    /// Fewest BM25 candidates a search under load keeps.
+    pub min_candidates: usize,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            latency_ms: 0.0,
+            min_candidates: 50,
+        }
+    }
 }
 
 /// What counts as a match: a product whose text holds at least `min_share` of the query's
@@ -141,6 +167,7 @@ impl Profile {
             personalization: Personalization::default(),
             diversity: Diversity::default(),
             matching: Matching::default(),
+            budget: Budget::default(),
         }
     }
 
@@ -162,6 +189,7 @@ impl Profile {
                 min_relative: 0.2,
                 ..Matching::default()
             },
+            budget: Budget::default(),
         }
     }
 
@@ -218,6 +246,13 @@ impl Profile {
                 "matching: min_share and min_relative must be within 0..=1 and \
                  min_similarity within -1..=1, got {}, {} and {}",
                 m.min_share, m.min_relative, m.min_similarity
+            ));
+        }
+        let b = self.budget;
+        if !b.latency_ms.is_finite() || b.latency_ms < 0.0 || b.min_candidates == 0 {
+            return Err(format!(
+                "budget: latency_ms must be a number >= 0 and min_candidates at least 1, got {} and {}",
+                b.latency_ms, b.min_candidates
             ));
         }
         if self.candidates.bm25 + self.candidates.vector == 0

@@ -373,3 +373,42 @@ fn diversity_caps_one_brand_per_round_without_dropping_results() {
         )
         .is_err());
 }
+
+#[test]
+fn a_latency_budget_under_load_skips_the_semantic_stage_and_says_so() {
+    let model = common::tiny_model();
+    let encoder = common::tiny_encoder(&model);
+    let data = common::demo_index(Some(&encoder));
+    let engine = common::open_engine(data.path(), Some(common::tiny_encoder(&model)));
+    let mut tight = shoprank::rank::Profile::default_profile();
+    tight.budget = shoprank::rank::Budget {
+        latency_ms: 0.000001,
+        min_candidates: 20,
+    };
+    engine.put_profile("tight", &tight.to_toml()).unwrap();
+    let search = |profile: &str| {
+        let mut req = SearchRequest::new("手机壳");
+        req.profile = Some(profile.into());
+        engine.search(&req).unwrap()
+    };
+    // The first search has no stage times to predict from: it runs whole.
+    let first = search("tight");
+    assert!(first.semantic && first.budget.is_none());
+    // Now any prediction is over a microsecond: the semantic stage goes, then candidates.
+    let next = search("tight");
+    let note = next.budget.clone().expect("the budget acted");
+    assert!(note.semantic_skipped, "{note:?}");
+    assert!(!next.semantic, "no query vector was used");
+    assert_eq!(note.bm25_candidates, 20);
+    assert!(!next.hits.is_empty(), "BM25 still answers");
+    let json = serde_json::to_value(&next).unwrap();
+    assert_eq!(json["budget"]["semantic_skipped"], true);
+    // Without a budget (the built-in profiles) nothing is dropped.
+    let full = search("default");
+    assert!(full.semantic && full.budget.is_none());
+    assert!(shoprank::rank::Profile::parse(
+        "[weights]\nbm25 = 1.0\n[budget]\nlatency_ms = -1\n",
+        std::path::Path::new("x.toml")
+    )
+    .is_err());
+}
