@@ -19,7 +19,7 @@ use candle_core::{Result, Tensor};
 use candle_transformers::models::bert::HiddenAct;
 use gemm::{gemm, Parallelism};
 
-use super::bert;
+use super::{bert, int8, Precision};
 
 /// `x · W` for a row-major `W` (`input × output`), plus the bias.
 struct Dense {
@@ -93,6 +93,39 @@ impl Dense {
     }
 }
 
+/// A dense layer at the precision the encoder was loaded with.
+enum Linear {
+    F32(Dense),
+    Int8(int8::Dense),
+}
+
+impl Linear {
+    fn new(d: Dense, precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Linear::F32(d),
+            Precision::Int8 => {
+                Linear::Int8(int8::Dense::new(&d.weight, &d.bias, d.input, d.output))
+            }
+        }
+    }
+
+    fn output(&self) -> usize {
+        match self {
+            Linear::F32(d) => d.output,
+            Linear::Int8(d) => d.output,
+        }
+    }
+
+    /// `out` (`rows × output`) = `residual` (when given) + bias + `x · W`.
+    #[inline(always)]
+    fn apply(&self, x: &[f32], rows: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+        match self {
+            Linear::F32(d) => d.apply(x, rows, residual, out),
+            Linear::Int8(d) => d.apply(x, rows, residual, out),
+        }
+    }
+}
+
 struct Norm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
@@ -127,11 +160,11 @@ impl Norm {
 }
 
 struct Layer {
-    qkv: Dense,
-    attention_out: Dense,
+    qkv: Linear,
+    attention_out: Linear,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     output_norm: Norm,
 }
 
@@ -160,18 +193,21 @@ struct Buffers {
 }
 
 impl Bert {
-    /// Copies the weights of a CPU-loaded candle model.
-    pub fn new(m: &bert::Bert) -> Result<Self> {
+    /// Copies the weights of a CPU-loaded candle model; with [`Precision::Int8`] the dense
+    /// layers are quantized ([`int8`]), embeddings, norms and attention stay `f32`.
+    pub fn new(m: &bert::Bert, precision: Precision) -> Result<Self> {
+        let p = precision;
         let layers = m
             .layers
             .iter()
             .map(|l| {
+                let (ao, i, o) = (&l.attention_out, &l.intermediate, &l.output);
                 Ok(Layer {
-                    qkv: Dense::concat(&[&l.query, &l.key, &l.value])?,
-                    attention_out: Dense::new(&l.attention_out.weight_t, &l.attention_out.bias)?,
+                    qkv: Linear::new(Dense::concat(&[&l.query, &l.key, &l.value])?, p),
+                    attention_out: Linear::new(Dense::new(&ao.weight_t, &ao.bias)?, p),
                     attention_norm: Norm::new(&l.attention_norm)?,
-                    intermediate: Dense::new(&l.intermediate.weight_t, &l.intermediate.bias)?,
-                    output: Dense::new(&l.output.weight_t, &l.output.bias)?,
+                    intermediate: Linear::new(Dense::new(&i.weight_t, &i.bias)?, p),
+                    output: Linear::new(Dense::new(&o.weight_t, &o.bias)?, p),
                     output_norm: Norm::new(&l.output_norm)?,
                 })
             })
@@ -209,7 +245,7 @@ impl Bert {
         let h = self.hidden;
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
-        let inner = self.layers.first().map_or(0, |l| l.intermediate.output);
+        let inner = self.layers.first().map_or(0, |l| l.intermediate.output());
         Ok(BUFFERS.with_borrow_mut(|b| {
             // Each layer writes every element it later reads, so stale values do no harm.
             for (buf, len) in [
@@ -268,7 +304,7 @@ impl Bert {
         self.embedding_norm.apply(&mut x);
         for l in &self.layers {
             let attended = &mut b.attended[..tokens * h];
-            let inner = &mut b.inner[..tokens * l.intermediate.output];
+            let inner = &mut b.inner[..tokens * l.intermediate.output()];
             l.qkv.apply(&x, tokens, None, &mut b.qkv);
             self.attention(texts, &b.qkv, &mut b.scores, &mut b.context);
             l.attention_out
@@ -452,7 +488,7 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let reference = BertModel::load(vb.clone(), &config).unwrap();
-        let ours = Bert::new(&bert::Bert::load(vb, &config).unwrap()).unwrap();
+        let ours = Bert::new(&bert::Bert::load(vb, &config).unwrap(), Precision::F32).unwrap();
         let texts: [&[u32]; 3] = [&[2, 7, 9, 3], &[2, 11, 3], &[2, 5, 6, 8, 13, 21, 3]];
         let ids = Tensor::new(
             &[
@@ -493,5 +529,41 @@ mod tests {
             "longer than the positions"
         );
         assert!(ours.forward(&[]).unwrap().is_empty());
+    }
+
+    /// The int8 pass's mean-pooled vectors point where the f32 pass's do: random weights
+    /// (the tiny model's) are a harder case than trained ones, whose check on m3e-small
+    /// is `int8_vectors_match_f32_on_the_real_model` in tests/it/encoder.rs.
+    #[test]
+    fn int8_pass_is_close_to_the_f32_pass() {
+        let config = bert::tests::tiny_config();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = bert::Bert::load(vb, &config).unwrap();
+        let f32s = Bert::new(&model, Precision::F32).unwrap();
+        let int8 = Bert::new(&model, Precision::Int8).unwrap();
+        let texts: [&[u32]; 4] = [
+            &[2, 7, 9, 3],
+            &[2, 11, 3],
+            &[2, 5, 6, 8, 13, 21, 3],
+            &[2, 4, 4, 6, 8, 10, 12, 14, 15, 3],
+        ];
+        let (a, b) = (f32s.forward(&texts).unwrap(), int8.forward(&texts).unwrap());
+        let (mut rows_a, mut rows_b) = (a.chunks_exact(32), b.chunks_exact(32));
+        for text in texts {
+            let mut pa = [0f32; 32];
+            let mut pb = [0f32; 32];
+            for _ in 0..text.len() {
+                pa.iter_mut()
+                    .zip(rows_a.next().unwrap())
+                    .for_each(|(p, v)| *p += v);
+                pb.iter_mut()
+                    .zip(rows_b.next().unwrap())
+                    .for_each(|(p, v)| *p += v);
+            }
+            let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>();
+            let cos = dot(&pa, &pb) / (dot(&pa, &pa) * dot(&pb, &pb)).sqrt();
+            assert!(cos > 0.99, "{text:?}: cosine {cos}");
+        }
     }
 }
