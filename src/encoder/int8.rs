@@ -173,43 +173,77 @@ impl Dense {
             grow(&mut b.codes, rows * self.kp);
             grow(&mut b.scales, rows);
             grow(&mut b.sums, rows * self.np);
-            for ((row, codes), s) in x[..rows * k]
-                .chunks_exact(k)
-                .zip(b.codes.chunks_exact_mut(self.kp))
-                .zip(b.scales.iter_mut())
-            {
-                *s = quantize_row(row, codes);
+            // A closure does not inherit its caller's target features: without this the
+            // rounding below was a libm call per value (a fifth of the int8 batch time).
+            #[cfg(target_arch = "x86_64")]
+            if self.kernel != Kernel::Scalar {
+                // SAFETY: every x86 kernel but the scalar one needs (and checked) AVX2.
+                return unsafe { self.apply_avx2(x, rows, residual, out, b) };
             }
-            self.sums(
-                &b.codes[..rows * self.kp],
-                rows,
-                &mut b.sums[..rows * self.np],
-            );
-            for (r, row) in out[..rows * n].chunks_exact_mut(n).enumerate() {
-                let sums = &b.sums[r * self.np..][..n];
-                let s = b.scales[r];
-                match residual {
-                    Some(res) => {
-                        for ((((o, d), c), bias), x) in row
-                            .iter_mut()
-                            .zip(sums)
-                            .zip(&self.scale)
-                            .zip(&self.bias)
-                            .zip(&res[r * n..][..n])
-                        {
-                            *o = *d as f32 * (s * c) + bias + x;
-                        }
+            self.apply_with(x, rows, residual, out, b)
+        })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(
+        &self,
+        x: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        b: &mut Buffers,
+    ) {
+        self.apply_with(x, rows, residual, out, b)
+    }
+
+    /// [`Dense::apply`] with room for `rows` rows in `b`.
+    #[inline(always)]
+    fn apply_with(
+        &self,
+        x: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        b: &mut Buffers,
+    ) {
+        let (k, n) = (self.input, self.output);
+        for ((row, codes), s) in x[..rows * k]
+            .chunks_exact(k)
+            .zip(b.codes.chunks_exact_mut(self.kp))
+            .zip(b.scales.iter_mut())
+        {
+            *s = quantize_row(row, codes);
+        }
+        self.sums(
+            &b.codes[..rows * self.kp],
+            rows,
+            &mut b.sums[..rows * self.np],
+        );
+        for (r, row) in out[..rows * n].chunks_exact_mut(n).enumerate() {
+            let sums = &b.sums[r * self.np..][..n];
+            let s = b.scales[r];
+            match residual {
+                Some(res) => {
+                    for ((((o, d), c), bias), x) in row
+                        .iter_mut()
+                        .zip(sums)
+                        .zip(&self.scale)
+                        .zip(&self.bias)
+                        .zip(&res[r * n..][..n])
+                    {
+                        *o = *d as f32 * (s * c) + bias + x;
                     }
-                    None => {
-                        for (((o, d), c), bias) in
-                            row.iter_mut().zip(sums).zip(&self.scale).zip(&self.bias)
-                        {
-                            *o = *d as f32 * (s * c) + bias;
-                        }
+                }
+                None => {
+                    for (((o, d), c), bias) in
+                        row.iter_mut().zip(sums).zip(&self.scale).zip(&self.bias)
+                    {
+                        *o = *d as f32 * (s * c) + bias;
                     }
                 }
             }
-        })
+        }
     }
 
     /// The exact `i32` dot products of the quantized rows (`codes`: `rows × kp`, each
@@ -252,14 +286,27 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
 /// returns `s`.
 #[inline(always)]
 fn quantize_row(row: &[f32], codes: &mut [u8]) -> f32 {
-    let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+    // Sixteen running maxima, so the loop vectorizes.
+    let mut lanes = [0f32; 16];
+    let chunks = row.chunks_exact(16);
+    let tail = chunks.remainder().iter().fold(0f32, |m, v| m.max(v.abs()));
+    for c in chunks {
+        for (m, v) in lanes.iter_mut().zip(c) {
+            *m = m.max(v.abs());
+        }
+    }
+    let max = lanes.iter().fold(tail, |m, v| m.max(*v));
     let (s, inv) = if max > 0.0 {
         (max / 127.0, 127.0 / max)
     } else {
         (1.0, 0.0)
     };
     for (c, v) in codes.iter_mut().zip(row) {
-        *c = ((v * inv).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+        // `max`/`min` give the other operand for a NaN, so `q` is finite and in range
+        // (a saturating `as i32` checks NaN value by value and did not vectorize).
+        let q = (v * inv).round_ties_even().max(-127.0).min(127.0);
+        // SAFETY: `q` is finite and within -127..=127 (just above).
+        *c = (unsafe { q.to_int_unchecked::<i32>() } + 128) as u8;
     }
     codes[row.len()..].fill(128);
     s
@@ -292,6 +339,8 @@ mod x86 {
 
     /// Rows per tile, 512-bit: 6 × 4 accumulators + 4 weights + 1 broadcast of 32 registers.
     const R512: usize = 6;
+    /// Up to this many rows, 512-bit: one tile of 12 × 2 accumulators.
+    const FEW: usize = 12;
     /// Rows per tile, 256-bit: 6 × 2 accumulators + 2 weights + 1 broadcast of 16.
     const R256: usize = 6;
     /// Rows per tile, AVX2: 4 × 2 accumulators and 6 temporaries of 16.
@@ -307,6 +356,24 @@ mod x86 {
         colsum: *const i32,
         out: *mut i32,
     ) {
+        if rows <= FEW {
+            // A query: every row in one tile, 32 columns at a time, so the weights
+            // (read from L3 at this size) pass once.
+            for half in 0..np / 32 {
+                let wb = w.add((half / 2) * kp * NB + (half % 2) * 128);
+                let (cs, o) = (colsum.add(half * 32), out.add(half * 32));
+                macro_rules! few {
+                    ($($r:literal)*) => {
+                        match rows {
+                            $($r => tile512::<$r, 2>(a, kp, wb, cs, o, np),)*
+                            _ => unreachable!(),
+                        }
+                    };
+                }
+                few!(1 2 3 4 5 6 7 8 9 10 11 12);
+            }
+            return;
+        }
         for block in 0..np / NB {
             let wb = w.add(block * kp * NB);
             let cs = colsum.add(block * NB);
@@ -316,21 +383,22 @@ mod x86 {
                 let n = (rows - r).min(R512);
                 let (ar, or) = (a.add(r * kp), o.add(r * np));
                 match n {
-                    6 => tile512::<6>(ar, kp, wb, cs, or, np),
-                    5 => tile512::<5>(ar, kp, wb, cs, or, np),
-                    4 => tile512::<4>(ar, kp, wb, cs, or, np),
-                    3 => tile512::<3>(ar, kp, wb, cs, or, np),
-                    2 => tile512::<2>(ar, kp, wb, cs, or, np),
-                    _ => tile512::<1>(ar, kp, wb, cs, or, np),
+                    6 => tile512::<6, 4>(ar, kp, wb, cs, or, np),
+                    5 => tile512::<5, 4>(ar, kp, wb, cs, or, np),
+                    4 => tile512::<4, 4>(ar, kp, wb, cs, or, np),
+                    3 => tile512::<3, 4>(ar, kp, wb, cs, or, np),
+                    2 => tile512::<2, 4>(ar, kp, wb, cs, or, np),
+                    _ => tile512::<1, 4>(ar, kp, wb, cs, or, np),
                 }
                 r += n;
             }
         }
     }
 
+    /// `R` rows × `C` × 16 columns; `w` steps 256 bytes per 4 inputs.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     #[inline]
-    unsafe fn tile512<const R: usize>(
+    unsafe fn tile512<const R: usize, const C: usize>(
         a: *const u8,
         kp: usize,
         w: *const i8,
@@ -338,23 +406,21 @@ mod x86 {
         out: *mut i32,
         np: usize,
     ) {
-        let mut acc = [[_mm512_setzero_si512(); 4]; R];
+        let mut acc = [[_mm512_setzero_si512(); C]; R];
         for k4 in 0..kp / 4 {
             let wp = w.add(k4 * NB * 4);
-            let ws = [
-                _mm512_loadu_si512(wp.cast()),
-                _mm512_loadu_si512(wp.add(64).cast()),
-                _mm512_loadu_si512(wp.add(128).cast()),
-                _mm512_loadu_si512(wp.add(192).cast()),
-            ];
+            let mut ws = [_mm512_setzero_si512(); C];
+            for (c, v) in ws.iter_mut().enumerate() {
+                *v = _mm512_loadu_si512(wp.add(c * 64).cast());
+            }
             for (i, acc) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_epi32(a.add(i * kp + k4 * 4).cast::<i32>().read_unaligned());
-                for c in 0..4 {
-                    acc[c] = _mm512_dpbusd_epi32(acc[c], x, ws[c]);
+                for (acc, w) in acc.iter_mut().zip(&ws) {
+                    *acc = _mm512_dpbusd_epi32(*acc, x, *w);
                 }
             }
         }
-        for c in 0..4 {
+        for c in 0..C {
             let shift = _mm512_slli_epi32::<7>(_mm512_loadu_si512(colsum.add(c * 16).cast()));
             for (i, acc) in acc.iter().enumerate() {
                 let v = _mm512_sub_epi32(acc[c], shift);
