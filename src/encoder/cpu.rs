@@ -428,19 +428,23 @@ fn erf(x: f32) -> f32 {
 }
 
 /// `e^-x` for `x >= 0`: `2^n · 2^f` with `n = round(-x·log2 e)`, `|f| <= 1/2` and a
-/// degree-6 Taylor polynomial for `2^f` (relative error ~1e-7); 0 below `e^-87`.
+/// degree-6 Taylor polynomial for `2^f` (relative error ~1e-7); 0 below `e^-87` (and for
+/// NaN).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
-    if x > 87.0 {
+    if !(x <= 87.0) {
         return 0.0;
     }
-    let t = -x * std::f32::consts::LOG2_E;
-    let n = t.round();
+    let t = -x.max(0.0) * std::f32::consts::LOG2_E;
+    let n = t.round_ties_even();
     let f = (t - n) * std::f32::consts::LN_2;
     let p = 1.0
         + f * (1.0
             + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f / 720.0)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: `n` is finite and within -126..=0 (`x` is clamped to 0..=87, not NaN). A
+    // saturating `as i32` checks for NaN value by value and kept GELU scalar.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// GELU with the tanh approximation (`HiddenAct::GeluApproximate`), as candle computes it.
