@@ -128,7 +128,8 @@ fn main() {
     for round in 1..=rounds {
         let mut line = format!("round {round}:");
         for (i, side) in sides.iter().enumerate() {
-            if !timed(side) && !(i == 0 && round == 1) {
+            let reference = i == 0 && round == 1;
+            if !(timed(side) || reference) {
                 continue;
             }
             let r = if let Some((_, e)) = ours.get(i) {

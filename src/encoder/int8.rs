@@ -32,6 +32,10 @@ pub enum Kernel {
     /// AVX-512 VNNI `vpdpbusd` on 512 bits.
     #[cfg(target_arch = "x86_64")]
     Avx512Vnni,
+    /// AMX `tdpbusd` on 16 × 64-byte tiles for 32 rows at a time (batches), AVX-512 VNNI
+    /// for the rest (queries, the last rows).
+    #[cfg(target_arch = "x86_64")]
+    Amx,
 }
 
 impl Kernel {
@@ -43,6 +47,9 @@ impl Kernel {
         {
             use std::arch::is_x86_feature_detected as has;
             if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+                if x86::amx_usable() {
+                    all.push(Kernel::Amx);
+                }
                 all.push(Kernel::Avx512Vnni);
             }
             if has!("avx2") && has!("avxvnni") {
@@ -57,7 +64,7 @@ impl Kernel {
     }
 
     /// The fastest kernel this CPU runs (`SHOPRANK_INT8_KERNEL` = `scalar`, `avx2`,
-    /// `avxvnni` or `avx512vnni` picks another available one, for measurements).
+    /// `avxvnni`, `avx512vnni` or `amx` picks another available one, for measurements).
     pub fn best() -> Kernel {
         let all = Kernel::available();
         if let Ok(name) = std::env::var("SHOPRANK_INT8_KERNEL") {
@@ -79,6 +86,8 @@ impl Kernel {
             Kernel::AvxVnni => "avxvnni",
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => "avx512vnni",
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => "amx",
         }
     }
 }
@@ -176,12 +185,30 @@ impl Dense {
             // A closure does not inherit its caller's target features: without this the
             // rounding below was a libm call per value (a fifth of the int8 batch time).
             #[cfg(target_arch = "x86_64")]
+            if matches!(self.kernel, Kernel::Avx512Vnni | Kernel::Amx) {
+                // SAFETY: these kernels need (and checked) AVX-512 F and BW.
+                return unsafe { self.apply_avx512(x, rows, residual, out, b) };
+            }
+            #[cfg(target_arch = "x86_64")]
             if self.kernel != Kernel::Scalar {
                 // SAFETY: every x86 kernel but the scalar one needs (and checked) AVX2.
                 return unsafe { self.apply_avx2(x, rows, residual, out, b) };
             }
             self.apply_with(x, rows, residual, out, b)
         })
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2")]
+    unsafe fn apply_avx512(
+        &self,
+        x: &[f32],
+        rows: usize,
+        residual: Option<&[f32]>,
+        out: &mut [f32],
+        b: &mut Buffers,
+    ) {
+        self.apply_with(x, rows, residual, out, b)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -264,6 +291,8 @@ impl Dense {
             Kernel::AvxVnni => unsafe { x86::avxvnni(a, rows, kp, w, np, cs, out) },
             #[cfg(target_arch = "x86_64")]
             Kernel::Avx512Vnni => unsafe { x86::avx512vnni(a, rows, kp, w, np, cs, out) },
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Amx => unsafe { x86::amx(a, rows, kp, w, np, cs, out) },
         }
         let _ = (a, w, cs, out);
     }
@@ -304,6 +333,7 @@ fn quantize_row(row: &[f32], codes: &mut [u8]) -> f32 {
     for (c, v) in codes.iter_mut().zip(row) {
         // `max`/`min` give the other operand for a NaN, so `q` is finite and in range
         // (a saturating `as i32` checks NaN value by value and did not vectorize).
+        #[allow(clippy::manual_clamp)] // `clamp` keeps NaN, which `to_int_unchecked` must not see
         let q = (v * inv).round_ties_even().max(-127.0).min(127.0);
         // SAFETY: `q` is finite and within -127..=127 (just above).
         *c = (unsafe { q.to_int_unchecked::<i32>() } + 128) as u8;
@@ -426,6 +456,156 @@ mod x86 {
                 let v = _mm512_sub_epi32(acc[c], shift);
                 _mm512_storeu_si512(out.add(i * np + c * 16).cast(), v);
             }
+        }
+    }
+
+    /// Whether this CPU has AMX with int8 and Linux let this process use the tile data
+    /// (asked once, for the whole process).
+    pub(super) fn amx_usable() -> bool {
+        static USABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *USABLE.get_or_init(|| {
+            // CPUID leaf 7: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+            let leaf = __cpuid_count(7, 0);
+            if leaf.edx & (1 << 24) == 0 || leaf.edx & (1 << 25) == 0 {
+                return false;
+            }
+            request_tile_data()
+        })
+    }
+
+    /// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`: Linux hands out the 8 KiB
+    /// tile state only to processes that ask.
+    #[cfg(target_os = "linux")]
+    fn request_tile_data() -> bool {
+        let ret: i64;
+        // SAFETY: the arch_prctl system call (158) with a permission request reads and
+        // writes no memory of ours; `syscall` clobbers rcx and r11.
+        unsafe {
+            std::arch::asm!(
+                "syscall",
+                inlateout("rax") 158i64 => ret,
+                in("rdi") 0x1023i64,
+                in("rsi") 18i64,
+                lateout("rcx") _,
+                lateout("r11") _,
+                options(nostack)
+            );
+        }
+        ret == 0
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn request_tile_data() -> bool {
+        false
+    }
+
+    /// Tile configuration: palette 1, eight tiles of 16 rows × 64 bytes.
+    #[repr(C, align(64))]
+    struct TileConfig([u8; 64]);
+
+    const TILES: TileConfig = {
+        let mut c = [0u8; 64];
+        c[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+            c[48 + t] = 16; // rows
+            t += 1;
+        }
+        TileConfig(c)
+    };
+
+    /// 32 rows × 32 columns per step: tiles 4 and 5 hold 16 rows × 64 inputs of codes
+    /// each, 6 and 7 the weights of 16 columns × 64 inputs each (the packed layout's
+    /// 64-byte rows, 256 bytes apart, are AMX's "VNNI" B layout), 0 to 3 the sums.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    pub(super) unsafe fn amx(
+        a: *const u8,
+        rows: usize,
+        kp: usize,
+        w: *const i8,
+        np: usize,
+        colsum: *const i32,
+        out: *mut i32,
+    ) {
+        let full = if kp.is_multiple_of(64) {
+            rows / 32 * 32
+        } else {
+            0
+        };
+        if full > 0 {
+            std::arch::asm!("ldtilecfg [{}]", in(reg) TILES.0.as_ptr(), options(nostack, readonly));
+            for pair in 0..np / 32 {
+                let wb = w.add((pair / 2) * kp * NB + (pair % 2) * 128);
+                let cs = colsum.add(pair * 32);
+                let shift = [
+                    _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs.cast())),
+                    _mm512_slli_epi32::<7>(_mm512_loadu_si512(cs.add(16).cast())),
+                ];
+                for r in (0..full).step_by(32) {
+                    std::arch::asm!(
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
+                    );
+                    for step in 0..kp / 64 {
+                        let ap = a.add(r * kp + step * 64);
+                        let bp = wb.add(step * 16 * NB * 4);
+                        std::arch::asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm5, [{a1} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tileloadd tmm7, [{b1} + {sb}*1]",
+                            "tdpbusd tmm0, tmm4, tmm6",
+                            "tdpbusd tmm1, tmm4, tmm7",
+                            "tdpbusd tmm2, tmm5, tmm6",
+                            "tdpbusd tmm3, tmm5, tmm7",
+                            a0 = in(reg) ap,
+                            a1 = in(reg) ap.add(16 * kp),
+                            sa = in(reg) kp,
+                            b0 = in(reg) bp,
+                            b1 = in(reg) bp.add(64),
+                            sb = in(reg) NB * 4,
+                            options(nostack, readonly)
+                        );
+                    }
+                    let o = out.add(r * np + pair * 32);
+                    std::arch::asm!(
+                        "tilestored [{o0} + {so}*1], tmm0",
+                        "tilestored [{o1} + {so}*1], tmm1",
+                        "tilestored [{o2} + {so}*1], tmm2",
+                        "tilestored [{o3} + {so}*1], tmm3",
+                        o0 = in(reg) o,
+                        o1 = in(reg) o.add(16),
+                        o2 = in(reg) o.add(16 * np),
+                        o3 = in(reg) o.add(16 * np + 16),
+                        so = in(reg) np * 4,
+                        options(nostack)
+                    );
+                    // The codes are q + 128: take 128 · Σ w off.
+                    for i in 0..32 {
+                        for (c, shift) in shift.iter().enumerate() {
+                            let p = o.add(i * np + c * 16);
+                            let v = _mm512_sub_epi32(_mm512_loadu_si512(p.cast()), *shift);
+                            _mm512_storeu_si512(p.cast(), v);
+                        }
+                    }
+                }
+            }
+            std::arch::asm!("tilerelease", options(nostack, nomem));
+        }
+        if full < rows {
+            avx512vnni(
+                a.add(full * kp),
+                rows - full,
+                kp,
+                w,
+                np,
+                colsum,
+                out.add(full * np),
+            );
         }
     }
 
@@ -591,6 +771,9 @@ mod tests {
             (13, 2048, 512),
             (6, 3, 1),
             (25, 130, 200),
+            (32, 64, 64),
+            (77, 512, 192),
+            (70, 2048, 512),
         ] {
             let weight: Vec<f32> = (0..input * output).map(|_| rng.f32()).collect();
             let bias = vec![0.0; output];
