@@ -12,6 +12,10 @@
 //! - The work buffers are reused by every layer and kept per thread between calls, so a
 //!   query encode allocates only its output.
 //!
+//! - With [`Precision::Int8`] the dense layers are [`int8::Dense`] (int8 weights and
+//!   activations, exact integer sums) and the feed-forward part runs 128 tokens at a time;
+//!   everything else stays as above.
+//!
 //! Weights come from the candle model ([`super::bert::Bert`]), so both paths load the
 //! same names; a test checks this pass against candle's reference `BertModel`.
 

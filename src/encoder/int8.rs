@@ -7,10 +7,11 @@
 //! - Each call quantizes every activation row with its own scale (`x ≈ q · s_row`, `q` in
 //!   -127..=127, stored as `q + 128` in a `u8`), takes the exact `i32` dot products, and
 //!   writes `residual + bias + dot · s_row · scale`.
-//! - The kernel is picked at run time: AVX-512 VNNI (`vpdpbusd` on 16 columns × 6 rows),
-//!   AVX-VNNI (the same on 256 bits), AVX2, else a scalar loop. The VNNI kernels multiply
-//!   `q + 128` (unsigned) by the weights and subtract `128 · Σ w`, which the layer keeps
-//!   per column. AVX2's `vpmaddubsw` adds two u8×i8 products into a SATURATING i16, too
+//! - The kernel is picked at run time: AMX (`tdpbusd` on 32 rows × 32 columns, batches),
+//!   AVX-512 VNNI (`vpdpbusd`, 6 rows × 64 columns, or a query's up to 12 rows × 32
+//!   columns in one pass over the weights), AVX-VNNI (the same on 256 bits), AVX2, else a
+//!   scalar loop. The AMX and VNNI kernels multiply `q + 128` (unsigned) by the weights
+//!   and subtract `128 · Σ w`, which the layer keeps per column. AVX2's `vpmaddubsw` adds two u8×i8 products into a SATURATING i16, too
 //!   small for 255 × 127 × 2; it multiplies `|q|` by the weight carrying `q`'s sign
 //!   instead (at most 2 × 127 × 127 = 32,258), so every kernel gives the exact same sums,
 //!   with full 8-bit weights (no reduced range).
