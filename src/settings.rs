@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::encoder::DeviceKind;
+use crate::encoder::{DeviceKind, Precision};
 use crate::error::{Error, Result};
 
 /// Everything configurable about a shoprank process.
@@ -32,6 +32,8 @@ pub struct Settings {
     pub synonyms: PathBuf,
     /// Encoder device.
     pub device: DeviceKind,
+    /// Encoder precision overriding the manifest's `precision` (`f32` or `int8`).
+    pub precision: Option<Precision>,
     /// HTTP listen address.
     pub addr: String,
     /// HTTP worker threads.
@@ -93,6 +95,7 @@ impl Default for Settings {
             brand_aliases: PathBuf::from("index_schema/brand_aliases.toml"),
             synonyms: PathBuf::from("index_schema/synonyms.txt"),
             device: DeviceKind::Cpu,
+            precision: None,
             addr: "127.0.0.1:8080".into(),
             workers: 2,
             // Enough to keep every core busy with a short queue behind it; more only
@@ -153,6 +156,9 @@ pub struct SettingsArgs {
     /// Device for the encoder.
     #[arg(long, env = "SHOPRANK_DEVICE", global = true, value_enum)]
     pub device: Option<DeviceKind>,
+    /// Encoder precision, `f32` or `int8` (default: the manifest's).
+    #[arg(long, env = "SHOPRANK_PRECISION", global = true, value_enum)]
+    pub precision: Option<Precision>,
     /// HTTP listen address (`serve`).
     #[arg(long, env = "SHOPRANK_ADDR", global = true)]
     pub addr: Option<String>,
@@ -259,6 +265,7 @@ impl Settings {
         set(&mut s.brand_aliases, a.brand_aliases);
         set(&mut s.synonyms, a.synonyms);
         set(&mut s.device, a.device);
+        set(&mut s.precision, a.precision.map(Some));
         set(&mut s.addr, a.addr);
         set(&mut s.workers, a.workers);
         set(&mut s.max_in_flight, a.max_in_flight);

@@ -12,6 +12,10 @@
 //! - The work buffers are reused by every layer and kept per thread between calls, so a
 //!   query encode allocates only its output.
 //!
+//! - With [`Precision::Int8`] the dense layers are [`int8::Dense`] (int8 weights and
+//!   activations, exact integer sums) and the feed-forward part runs 128 tokens at a time;
+//!   everything else stays as above.
+//!
 //! Weights come from the candle model ([`super::bert::Bert`]), so both paths load the
 //! same names; a test checks this pass against candle's reference `BertModel`.
 
@@ -19,7 +23,7 @@ use candle_core::{Result, Tensor};
 use candle_transformers::models::bert::HiddenAct;
 use gemm::{gemm, Parallelism};
 
-use super::bert;
+use super::{bert, int8, Precision};
 
 /// `x · W` for a row-major `W` (`input × output`), plus the bias.
 struct Dense {
@@ -93,6 +97,39 @@ impl Dense {
     }
 }
 
+/// A dense layer at the precision the encoder was loaded with.
+enum Linear {
+    F32(Dense),
+    Int8(int8::Dense),
+}
+
+impl Linear {
+    fn new(d: Dense, precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Linear::F32(d),
+            Precision::Int8 => {
+                Linear::Int8(int8::Dense::new(&d.weight, &d.bias, d.input, d.output))
+            }
+        }
+    }
+
+    fn output(&self) -> usize {
+        match self {
+            Linear::F32(d) => d.output,
+            Linear::Int8(d) => d.output,
+        }
+    }
+
+    /// `out` (`rows × output`) = `residual` (when given) + bias + `x · W`.
+    #[inline(always)]
+    fn apply(&self, x: &[f32], rows: usize, residual: Option<&[f32]>, out: &mut [f32]) {
+        match self {
+            Linear::F32(d) => d.apply(x, rows, residual, out),
+            Linear::Int8(d) => d.apply(x, rows, residual, out),
+        }
+    }
+}
+
 struct Norm {
     gamma: Vec<f32>,
     beta: Vec<f32>,
@@ -126,12 +163,16 @@ impl Norm {
     }
 }
 
+/// Tokens per pass of an int8 feed-forward part (a multiple of the AMX kernel's 32 rows):
+/// 11% fewer CPU samples in the int8 layers than a whole batch at once.
+const FFN_ROWS: usize = 128;
+
 struct Layer {
-    qkv: Dense,
-    attention_out: Dense,
+    qkv: Linear,
+    attention_out: Linear,
     attention_norm: Norm,
-    intermediate: Dense,
-    output: Dense,
+    intermediate: Linear,
+    output: Linear,
     output_norm: Norm,
 }
 
@@ -160,18 +201,21 @@ struct Buffers {
 }
 
 impl Bert {
-    /// Copies the weights of a CPU-loaded candle model.
-    pub fn new(m: &bert::Bert) -> Result<Self> {
+    /// Copies the weights of a CPU-loaded candle model; with [`Precision::Int8`] the dense
+    /// layers are quantized ([`int8`]), embeddings, norms and attention stay `f32`.
+    pub fn new(m: &bert::Bert, precision: Precision) -> Result<Self> {
+        let p = precision;
         let layers = m
             .layers
             .iter()
             .map(|l| {
+                let (ao, i, o) = (&l.attention_out, &l.intermediate, &l.output);
                 Ok(Layer {
-                    qkv: Dense::concat(&[&l.query, &l.key, &l.value])?,
-                    attention_out: Dense::new(&l.attention_out.weight_t, &l.attention_out.bias)?,
+                    qkv: Linear::new(Dense::concat(&[&l.query, &l.key, &l.value])?, p),
+                    attention_out: Linear::new(Dense::new(&ao.weight_t, &ao.bias)?, p),
                     attention_norm: Norm::new(&l.attention_norm)?,
-                    intermediate: Dense::new(&l.intermediate.weight_t, &l.intermediate.bias)?,
-                    output: Dense::new(&l.output.weight_t, &l.output.bias)?,
+                    intermediate: Linear::new(Dense::new(&i.weight_t, &i.bias)?, p),
+                    output: Linear::new(Dense::new(&o.weight_t, &o.bias)?, p),
                     output_norm: Norm::new(&l.output_norm)?,
                 })
             })
@@ -209,14 +253,14 @@ impl Bert {
         let h = self.hidden;
         let tokens: usize = texts.iter().map(|t| t.len()).sum();
         let longest = texts.iter().map(|t| t.len()).max().unwrap_or(0);
-        let inner = self.layers.first().map_or(0, |l| l.intermediate.output);
+        let inner = self.layers.first().map_or(0, |l| l.intermediate.output());
         Ok(BUFFERS.with_borrow_mut(|b| {
             // Each layer writes every element it later reads, so stale values do no harm.
             for (buf, len) in [
                 (&mut b.attended, tokens * h),
                 (&mut b.qkv, tokens * 3 * h),
                 (&mut b.context, tokens * h),
-                (&mut b.inner, tokens * inner),
+                (&mut b.inner, self.ffn_rows(tokens) * inner),
                 (&mut b.scores, longest * longest),
             ] {
                 if buf.len() < len {
@@ -227,6 +271,13 @@ impl Bert {
             }
             #[cfg(target_arch = "x86_64")]
             {
+                if std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX-512 F and BW and FMA (checked just above).
+                    return unsafe { self.layers_avx512(texts, tokens, b) };
+                }
                 if std::arch::is_x86_feature_detected!("avx2")
                     && std::arch::is_x86_feature_detected!("fma")
                 {
@@ -243,6 +294,14 @@ impl Bert {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn layers_avx2(&self, texts: &[&[u32]], tokens: usize, b: &mut Buffers) -> Vec<f32> {
+        self.layers_over(texts, tokens, b)
+    }
+
+    /// [`Bert::layers_over`] compiled for AVX-512: GELU, LayerNorm, softmax and the int8
+    /// layers' rounding run 16 lanes wide.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn layers_avx512(&self, texts: &[&[u32]], tokens: usize, b: &mut Buffers) -> Vec<f32> {
         self.layers_over(texts, tokens, b)
     }
 
@@ -268,22 +327,41 @@ impl Bert {
         self.embedding_norm.apply(&mut x);
         for l in &self.layers {
             let attended = &mut b.attended[..tokens * h];
-            let inner = &mut b.inner[..tokens * l.intermediate.output];
             l.qkv.apply(&x, tokens, None, &mut b.qkv);
             self.attention(texts, &b.qkv, &mut b.scores, &mut b.context);
             l.attention_out
                 .apply(&b.context, tokens, Some(&x), attended);
             l.attention_norm.apply(attended);
-            l.intermediate.apply(attended, tokens, None, inner);
-            match self.act {
-                HiddenAct::Gelu => gelu_lanes(inner),
-                HiddenAct::GeluApproximate => gelu_tanh(inner),
-                HiddenAct::Relu => inner.iter_mut().for_each(|v| *v = v.max(0.0)),
+            // The feed-forward part in row chunks (int8: FFN_ROWS tokens), so its wide
+            // activations stay in cache (a whole batch's are 8 MB at width 2048).
+            let (width, chunk) = (l.intermediate.output(), self.ffn_rows(tokens));
+            let mut start = 0;
+            while start < tokens {
+                let rows = (tokens - start).min(chunk);
+                let input = &attended[start * h..][..rows * h];
+                let inner = &mut b.inner[..rows * width];
+                l.intermediate.apply(input, rows, None, inner);
+                match self.act {
+                    HiddenAct::Gelu => gelu_lanes(inner),
+                    HiddenAct::GeluApproximate => gelu_tanh(inner),
+                    HiddenAct::Relu => inner.iter_mut().for_each(|v| *v = v.max(0.0)),
+                }
+                let out = &mut x[start * h..][..rows * h];
+                l.output.apply(inner, rows, Some(input), out);
+                start += rows;
             }
-            l.output.apply(inner, tokens, Some(attended), &mut x);
             l.output_norm.apply(&mut x);
         }
         x
+    }
+
+    /// Tokens per pass of the feed-forward part: FFN_ROWS for int8 layers; all of them
+    /// for f32, where `gemm` packs the weights again on every call.
+    fn ffn_rows(&self, tokens: usize) -> usize {
+        match self.layers.first().map(|l| &l.intermediate) {
+            Some(Linear::Int8(_)) => tokens.min(FFN_ROWS),
+            _ => tokens,
+        }
     }
 
     /// Scaled dot-product attention of each text over its own tokens, every head.
@@ -392,19 +470,23 @@ fn erf(x: f32) -> f32 {
 }
 
 /// `e^-x` for `x >= 0`: `2^n · 2^f` with `n = round(-x·log2 e)`, `|f| <= 1/2` and a
-/// degree-6 Taylor polynomial for `2^f` (relative error ~1e-7); 0 below `e^-87`.
+/// degree-6 Taylor polynomial for `2^f` (relative error ~1e-7); 0 below `e^-87` (and for
+/// NaN).
 #[inline(always)]
 fn exp_neg(x: f32) -> f32 {
-    if x > 87.0 {
+    if x.is_nan() || x > 87.0 {
         return 0.0;
     }
-    let t = -x * std::f32::consts::LOG2_E;
-    let n = t.round();
+    let t = -x.max(0.0) * std::f32::consts::LOG2_E;
+    let n = t.round_ties_even();
     let f = (t - n) * std::f32::consts::LN_2;
     let p = 1.0
         + f * (1.0
             + f * (0.5 + f * (1.0 / 6.0 + f * (1.0 / 24.0 + f * (1.0 / 120.0 + f / 720.0)))));
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: `n` is finite and within -126..=0 (`x` is clamped to 0..=87, not NaN). A
+    // saturating `as i32` checks for NaN value by value and kept GELU scalar.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    p * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// GELU with the tanh approximation (`HiddenAct::GeluApproximate`), as candle computes it.
@@ -452,7 +534,7 @@ mod tests {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let reference = BertModel::load(vb.clone(), &config).unwrap();
-        let ours = Bert::new(&bert::Bert::load(vb, &config).unwrap()).unwrap();
+        let ours = Bert::new(&bert::Bert::load(vb, &config).unwrap(), Precision::F32).unwrap();
         let texts: [&[u32]; 3] = [&[2, 7, 9, 3], &[2, 11, 3], &[2, 5, 6, 8, 13, 21, 3]];
         let ids = Tensor::new(
             &[
@@ -493,5 +575,54 @@ mod tests {
             "longer than the positions"
         );
         assert!(ours.forward(&[]).unwrap().is_empty());
+    }
+
+    /// The int8 pass's mean-pooled vectors point where the f32 pass's do: random weights
+    /// (the tiny model's) are a harder case than trained ones, whose check on m3e-small
+    /// is `int8_vectors_match_f32_on_the_real_model` in tests/it/encoder.rs.
+    #[test]
+    fn int8_pass_is_close_to_the_f32_pass() {
+        let config = bert::tests::tiny_config();
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = bert::Bert::load(vb, &config).unwrap();
+        let f32s = Bert::new(&model, Precision::F32).unwrap();
+        let int8 = Bert::new(&model, Precision::Int8).unwrap();
+        let texts: [&[u32]; 4] = [
+            &[2, 7, 9, 3],
+            &[2, 11, 3],
+            &[2, 5, 6, 8, 13, 21, 3],
+            &[2, 4, 4, 6, 8, 10, 12, 14, 15, 3],
+        ];
+        let (a, b) = (f32s.forward(&texts).unwrap(), int8.forward(&texts).unwrap());
+        let (mut rows_a, mut rows_b) = (a.chunks_exact(32), b.chunks_exact(32));
+        for text in texts {
+            let mut pa = [0f32; 32];
+            let mut pb = [0f32; 32];
+            for _ in 0..text.len() {
+                pa.iter_mut()
+                    .zip(rows_a.next().unwrap())
+                    .for_each(|(p, v)| *p += v);
+                pb.iter_mut()
+                    .zip(rows_b.next().unwrap())
+                    .for_each(|(p, v)| *p += v);
+            }
+            let dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(a, b)| a * b).sum::<f32>();
+            let cos = dot(&pa, &pb) / (dot(&pa, &pa) * dot(&pb, &pb)).sqrt();
+            assert!(cos > 0.99, "{text:?}: cosine {cos}");
+        }
+        // Every row is quantized on its own, so a text's vectors do not depend on its
+        // batch: 160 tokens (two feed-forward chunks, AMX-sized row tiles where the CPU
+        // has AMX) give what each text gives alone, bit for bit.
+        let long: Vec<Vec<u32>> = (0..10u32)
+            .map(|t| (0..16).map(|i| 2 + (t * 7 + i * 3) % 30).collect())
+            .collect();
+        let batch: Vec<&[u32]> = long.iter().map(|t| t.as_slice()).collect();
+        let together = int8.forward(&batch).unwrap();
+        let alone: Vec<f32> = batch
+            .iter()
+            .flat_map(|t| int8.forward(&[t]).unwrap())
+            .collect();
+        assert_eq!(together, alone);
     }
 }

@@ -10,6 +10,7 @@
 mod bert;
 mod cpu;
 pub mod device;
+mod int8;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,20 @@ pub enum Pooling {
     Mean,
     /// The `[CLS]` token's vector.
     Cls,
+}
+
+/// Arithmetic of the CPU pass's dense layers (the matmuls with the model's weights).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// 32-bit floats, as the model was trained.
+    #[default]
+    F32,
+    /// int8 weights (per output column) and activations (per token, at each call);
+    /// embeddings, LayerNorm and attention stay f32. CPU only: another device runs f32.
+    Int8,
 }
 
 /// The `[encoder]` table of the model manifest.
@@ -64,6 +79,10 @@ pub struct EncoderConfig {
     /// Texts per forward pass at index time.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// `f32` or `int8` (`--precision` / `SHOPRANK_PRECISION` override it). int8 vectors
+    /// get their own model id (`ID+int8`), so they never mix with f32 ones.
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 fn default_max_length() -> usize {
@@ -192,6 +211,9 @@ enum Model {
 /// A loaded BERT encoder.
 pub struct Encoder {
     model: Model,
+    /// The manifest's id, plus `+int8` for int8 vectors.
+    id: String,
+    precision: Precision,
     tokenizer: Tokenizer,
     config: EncoderConfig,
     device: Device,
@@ -204,7 +226,7 @@ pub struct Encoder {
 impl std::fmt::Debug for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encoder")
-            .field("id", &self.config.id)
+            .field("id", &self.id)
             .field("dim", &self.dim)
             .finish()
     }
@@ -251,13 +273,28 @@ impl Encoder {
         }
         .map_err(|e| model_err(format!("weights: {e}")))?;
         let model = Bert::load(vb, &bert).map_err(|e| model_err(format!("weights: {e}")))?;
+        let precision = if device.is_cpu() {
+            config.precision
+        } else {
+            if config.precision != Precision::F32 {
+                tracing::warn!(precision = ?config.precision, "only the CPU pass runs int8; this device runs f32");
+            }
+            Precision::F32
+        };
         let model = if device.is_cpu() {
-            Model::Cpu(cpu::Bert::new(&model).map_err(|e| model_err(format!("weights: {e}")))?)
+            let m = cpu::Bert::new(&model, precision);
+            Model::Cpu(m.map_err(|e| model_err(format!("weights: {e}")))?)
         } else {
             Model::Candle(model)
         };
+        let id = match precision {
+            Precision::F32 => config.id.clone(),
+            Precision::Int8 => format!("{}+int8", config.id),
+        };
         Ok(Encoder {
             model,
+            id,
+            precision,
             tokenizer,
             config,
             device,
@@ -273,9 +310,14 @@ impl Encoder {
         self.dim
     }
 
-    /// The model id from the manifest.
+    /// The model id stored with vectors: the manifest's, plus `+int8` for int8 vectors.
     pub fn id(&self) -> &str {
-        &self.config.id
+        &self.id
+    }
+
+    /// The precision the dense layers run at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Encodes one query (repeated queries come from a small LRU cache).
@@ -284,13 +326,17 @@ impl Encoder {
         if let Some(v) = cache().get(query) {
             return Ok(v);
         }
-        let text = format!("{}{}", self.config.query_prefix, query);
-        let v = self
-            .encode_batch(&[text])?
-            .pop()
-            .ok_or_else(|| Error::Internal("empty encoder output".into()))?;
+        let v = self.encode_query_uncached(query)?;
         cache().put(query, &v);
         Ok(v)
+    }
+
+    /// Encodes one query, never from the cache (what a cache miss runs; for benches).
+    pub fn encode_query_uncached(&self, query: &str) -> Result<Vec<f32>> {
+        let text = format!("{}{}", self.config.query_prefix, query);
+        self.encode_batch(&[text])?
+            .pop()
+            .ok_or_else(|| Error::Internal("empty encoder output".into()))
     }
 
     /// Query-cache counters.
@@ -461,6 +507,11 @@ impl Encoder {
             })
             .collect()
     }
+}
+
+/// The int8 kernel this CPU runs: `avx512vnni`, `avxvnni`, `avx2` or `scalar`.
+pub fn int8_kernel() -> &'static str {
+    int8::Kernel::best().name()
 }
 
 /// Dot product of two equal-length vectors (cosine for unit vectors).

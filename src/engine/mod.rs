@@ -112,6 +112,9 @@ pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String>
     if let Some(dir) = &settings.model_dir {
         config.dir = dir.clone();
     }
+    if let Some(precision) = settings.precision {
+        config.precision = precision;
+    }
     let device = device::select(settings.device).map_err(|e| e.to_string())?;
     Encoder::load(config, device).map_err(|e| e.to_string())
 }

@@ -231,6 +231,7 @@ pub fn tiny_config(dir: &Path) -> EncoderConfig {
         document_prefix: String::new(),
         normalize: true,
         batch_size: 8,
+        precision: Default::default(),
     }
 }
 
