@@ -6,14 +6,15 @@
 //! Quantization is symmetric per row: `scale = max |x| / 127`, `code = round(x / scale)`,
 //! so `x ≈ code × scale` (error at most `scale / 2` per component).
 //!
-//! Each row also has one sign bit per component, taken after subtracting the mean row
-//! (BERT embeddings share a common direction; centred signs tell rows apart). Above
-//! [`PREFILTER_ROWS`] rows, [`Vectors::nearest`] ranks every row by the Hamming distance
-//! of its bits to the query's (64 bytes per row instead of 512) and rescores only the
-//! closest [`RESCORE`] with the int8 codes. Below it the scan is exact.
+//! Above [`ANN_ROWS`] rows, [`Vectors::nearest`] searches an HNSW graph ([usearch], int8
+//! storage, cosine) built when the rows are loaded and kept current by [`Vectors::push`]
+//! and [`Vectors::set`], and rescores what it finds with the exact query; below it the
+//! scan is exact. A filter is applied inside the graph search; when it leaves fewer than
+//! `k` rows reachable, the exact scan answers instead. The graph is shared by the copies
+//! of a [`Vectors`] (snapshots): rows past a copy's length are never returned to it.
 //!
-//! Size: ~620 lines, 150 of them tests; the int8 store, the sign-bit prefilter and the
-//! scan share one row layout, so they stay in one file.
+//! Size: ~560 lines, 150 of them tests; the int8 store, the graph and the scan share one
+//! row numbering, so they stay in one file.
 
 use std::io::Write;
 use std::path::Path;
@@ -26,19 +27,84 @@ const MAGIC: &[u8; 8] = b"SRVEC01\0";
 /// Rows per storage chunk: an update copies one chunk, not the whole matrix.
 const CHUNK_ROWS: usize = 4096;
 
-/// Rows above which [`Vectors::nearest`] goes through the sign bits first.
-pub const PREFILTER_ROWS: usize = 20_000;
+/// Rows above which [`Vectors::nearest`] searches the HNSW graph.
+pub const ANN_ROWS: usize = 20_000;
 
-/// Rows the sign-bit pass hands to the exact int8 rescoring.
-pub const RESCORE: usize = 5_000;
+/// The graph is asked for this many times `k` rows, rescored with the row codes.
+const OVERSAMPLE: usize = 4;
+
+/// Graph degree (usearch's connectivity, HNSW's M).
+const CONNECTIVITY: usize = 16;
+/// Candidates kept while inserting (efConstruction).
+const EXPANSION_ADD: usize = 128;
+/// Candidates kept while searching (ef), at least `k`.
+const EXPANSION_SEARCH: usize = 256;
 
 /// One chunk of rows: their codes, row-major, and one scale per row.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Chunk {
     codes: Vec<i8>,
     scales: Vec<f32>,
-    /// `words` u64 of centred sign bits per row.
-    bits: Vec<u64>,
+}
+
+/// The HNSW graph over the rows (keys are row numbers).
+pub struct Ann(usearch::Index);
+
+impl std::fmt::Debug for Ann {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Ann({} rows)", self.0.size())
+    }
+}
+
+/// Two stores are equal by their rows; the graph is derived from them.
+impl PartialEq for Ann {
+    fn eq(&self, _: &Ann) -> bool {
+        true
+    }
+}
+
+/// Where the graph of the vectors in `path` is saved.
+fn graph_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("hnsw")
+}
+
+fn ann_err(e: impl std::fmt::Display) -> Error {
+    Error::Internal(format!("vector graph: {e}"))
+}
+
+impl Ann {
+    fn new(dim: usize, capacity: usize) -> Result<Ann> {
+        let index = usearch::Index::new(&usearch::IndexOptions {
+            dimensions: dim,
+            metric: usearch::MetricKind::Cos,
+            quantization: usearch::ScalarKind::I8,
+            connectivity: CONNECTIVITY,
+            expansion_add: EXPANSION_ADD,
+            expansion_search: EXPANSION_SEARCH,
+            multi: false,
+        })
+        .map_err(ann_err)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        index
+            .reserve_capacity_and_threads(capacity.max(16), threads)
+            .map_err(ann_err)?;
+        Ok(Ann(index))
+    }
+
+    /// Adds (or replaces) row `key`, growing the graph's capacity as needed.
+    fn put(&self, key: usize, row: &[f32]) -> Result<()> {
+        let key = key as u64;
+        if self.0.contains(key) {
+            self.0.remove(key).map_err(ann_err)?;
+        }
+        if self.0.size() + 1 > self.0.capacity() {
+            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+            self.0
+                .reserve_capacity_and_threads(self.0.capacity() * 2, threads)
+                .map_err(ann_err)?;
+        }
+        self.0.add(key, row).map_err(ann_err)
+    }
 }
 
 /// A row-major matrix of product vectors, stored in shared chunks so that a copy is cheap
@@ -48,102 +114,13 @@ pub struct Vectors {
     dim: usize,
     len: usize,
     chunks: Vec<Arc<Chunk>>,
-    /// The mean row of the last bulk load (zero before one), subtracted before taking signs.
-    center: Arc<Vec<f32>>,
-}
-
-/// u64 words of sign bits per row.
-fn words(dim: usize) -> usize {
-    dim.div_ceil(64)
-}
-
-/// Appends the centred sign bits of a row (one u64 per 64 components).
-fn sign_bits(row: impl Iterator<Item = f32>, center: &[f32], bits: &mut Vec<u64>) {
-    let mut w = 0u64;
-    for (d, (x, &m)) in row.zip(center).enumerate() {
-        if x > m {
-            w |= 1 << (d % 64);
-        }
-        if d % 64 == 63 {
-            bits.push(w);
-            w = 0;
-        }
-    }
-    if !center.len().is_multiple_of(64) {
-        bits.push(w);
-    }
+    /// The graph, once more than [`ANN_ROWS`] rows were loaded.
+    ann: Option<Arc<Ann>>,
 }
 
 /// The components of the row `codes × scale`.
 fn dequantized(codes: &[i8], scale: f32) -> impl Iterator<Item = f32> + '_ {
     codes.iter().map(move |&c| f32::from(c) * scale)
-}
-
-/// `a · b` of two int8 vectors, exactly, in i32 (16-bit products summed in pairs: the
-/// compiler turns it into `vpmaddwd`, four times the lanes of an f32 dot).
-fn dot_i8(a: &[i8], b: &[i8]) -> i32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { dot_i8_avx2(a, b) };
-        }
-    }
-    dot_i8_lanes(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dot_i8_avx2(a: &[i8], b: &[i8]) -> i32 {
-    dot_i8_lanes(a, b)
-}
-
-#[inline(always)]
-fn dot_i8_lanes(a: &[i8], b: &[i8]) -> i32 {
-    const LANES: usize = 32;
-    let mut acc = [0i32; LANES];
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: i32 = ac
-        .remainder()
-        .iter()
-        .zip(bc.remainder())
-        .map(|(&x, &y)| i32::from(x) * i32::from(y))
-        .sum();
-    for (x, y) in ac.zip(bc) {
-        for l in 0..LANES {
-            acc[l] += i32::from(i16::from(x[l]) * i16::from(y[l]));
-        }
-    }
-    acc.iter().sum::<i32>() + tail
-}
-
-/// Hamming distance of each row's bits to `q`'s (rows of `q.len()` words).
-fn hamming(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("popcnt") {
-            // SAFETY: the CPU has POPCNT (checked just above).
-            unsafe { hamming_popcnt(bits, q, out) };
-            return;
-        }
-    }
-    hamming_lanes(bits, q, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "popcnt")]
-unsafe fn hamming_popcnt(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
-    hamming_lanes(bits, q, out)
-}
-
-#[inline(always)]
-fn hamming_lanes(bits: &[u64], q: &[u64], out: &mut Vec<u16>) {
-    out.extend(bits.chunks_exact(q.len()).map(|row| {
-        row.iter()
-            .zip(q)
-            .map(|(a, b)| (a ^ b).count_ones())
-            .sum::<u32>() as u16
-    }));
 }
 
 /// The int8 codes and scale of one row.
@@ -165,7 +142,7 @@ impl Vectors {
             dim,
             len: 0,
             chunks: Vec::new(),
-            center: Arc::new(vec![0.0; dim]),
+            ann: None,
         }
     }
 
@@ -175,30 +152,37 @@ impl Vectors {
         for r in rows {
             v.push(&r)?;
         }
-        Ok(v.centred())
+        v.indexed()
     }
 
-    /// Takes the mean of the stored rows as the centre and recomputes every row's bits.
-    fn centred(mut self) -> Self {
-        let mut mean = vec![0f64; self.dim];
-        for c in &self.chunks {
-            for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
-                for (m, x) in mean.iter_mut().zip(dequantized(codes, scale)) {
-                    *m += f64::from(x);
-                }
-            }
+    /// Builds the graph when there are more than [`ANN_ROWS`] rows (all cores).
+    fn indexed(mut self) -> Result<Self> {
+        if self.len <= ANN_ROWS {
+            return Ok(self);
         }
-        let n = self.len.max(1) as f64;
-        let center: Vec<f32> = mean.iter().map(|m| (m / n) as f32).collect();
-        for c in &mut self.chunks {
-            let c = Arc::make_mut(c);
-            c.bits.clear();
-            for (codes, &scale) in c.codes.chunks_exact(self.dim).zip(&c.scales) {
-                sign_bits(dequantized(codes, scale), &center, &mut c.bits);
+        let ann = Ann::new(self.dim, self.len)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed = std::sync::Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= self.len {
+                        return;
+                    }
+                    if let Err(e) = ann.0.add(i as u64, &self.row(i)) {
+                        *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(ann_err(e));
+                        return;
+                    }
+                });
             }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
         }
-        self.center = Arc::new(center);
-        self
+        self.ann = Some(Arc::new(ann));
+        Ok(self)
     }
 
     fn check(&self, row: &[f32]) -> Result<()> {
@@ -219,18 +203,14 @@ impl Vectors {
             self.chunks.push(Arc::new(Chunk {
                 codes: Vec::with_capacity(CHUNK_ROWS * self.dim),
                 scales: Vec::with_capacity(CHUNK_ROWS),
-                bits: Vec::with_capacity(CHUNK_ROWS * words(self.dim)),
             }));
         }
         let last = Arc::make_mut(self.chunks.last_mut().expect("a chunk was just ensured"));
-        let at = last.codes.len();
         let scale = quantize(row, &mut last.codes);
         last.scales.push(scale);
-        sign_bits(
-            dequantized(&last.codes[at..], scale),
-            &self.center,
-            &mut last.bits,
-        );
+        if let Some(ann) = &self.ann {
+            ann.put(self.len, row)?;
+        }
         self.len += 1;
         Ok(())
     }
@@ -246,15 +226,19 @@ impl Vectors {
         }
         let mut codes = Vec::with_capacity(self.dim);
         let scale = quantize(row, &mut codes);
-        let mut bits = Vec::with_capacity(words(self.dim));
-        sign_bits(dequantized(&codes, scale), &self.center, &mut bits);
         let chunk = Arc::make_mut(&mut self.chunks[i / CHUNK_ROWS]);
         let at = (i % CHUNK_ROWS) * self.dim;
         chunk.codes[at..at + self.dim].copy_from_slice(&codes);
         chunk.scales[i % CHUNK_ROWS] = scale;
-        let w = words(self.dim);
-        chunk.bits[(i % CHUNK_ROWS) * w..][..w].copy_from_slice(&bits);
+        if let Some(ann) = &self.ann {
+            ann.put(i, row)?;
+        }
         Ok(())
+    }
+
+    /// Whether the rows are searched through the graph.
+    pub fn has_graph(&self) -> bool {
+        self.ann.is_some()
     }
 
     /// Vector length.
@@ -290,64 +274,43 @@ impl Vectors {
         crate::encoder::dot_with(codes, q) * scale
     }
 
-    /// The `k` rows most similar to `query` among those `keep` accepts, best first: exact
-    /// up to [`PREFILTER_ROWS`] rows, else the best of the [`RESCORE`] rows whose sign bits
-    /// are closest to the query's.
+    /// The `k` rows most similar to `query` among those `keep` accepts, best first: by the
+    /// graph above [`ANN_ROWS`] rows (rescored with the exact query), else by the exact
+    /// scan, which also answers when the filter leaves the graph fewer than `k` rows.
     pub fn nearest(
         &self,
         query: &[f32],
         k: usize,
         keep: impl Fn(usize) -> bool,
     ) -> Vec<(u32, f32)> {
-        if self.len <= PREFILTER_ROWS || k >= RESCORE || query.len() != self.dim {
+        let Some(ann) = self
+            .ann
+            .as_ref()
+            .filter(|_| query.len() == self.dim && k > 0)
+        else {
+            return self.nearest_exact(query, k, keep);
+        };
+        // A filter that keeps few rows makes the graph walk past many it rejects; the
+        // exact scan then scores only the kept ones. The share is estimated on a sample.
+        let sample = 256.min(self.len);
+        let kept = (0..sample).filter(|j| keep(j * self.len / sample)).count();
+        if kept * 4 < sample {
             return self.nearest_exact(query, k, keep);
         }
-        let mut q = Vec::with_capacity(words(self.dim));
-        sign_bits(query.iter().copied(), &self.center, &mut q);
-        let mut dist = Vec::with_capacity(self.len);
-        for c in &self.chunks {
-            hamming(&c.bits, &q, &mut dist);
-        }
-        let mut count = vec![0usize; self.dim + 1];
-        for &d in &dist {
-            count[d as usize] += 1;
-        }
-        // The rows at the smallest distances, about RESCORE of them once `keep` has had its
-        // say; `keep` is asked only about rows under the cut-off, which widens as needed.
-        let mut want = RESCORE;
-        let rows = loop {
-            let mut cut = 0;
-            let mut below = count[0];
-            while cut < self.dim && below < want {
-                cut += 1;
-                below += count[cut];
-            }
-            let rows: Vec<usize> = (0..self.len)
-                .filter(|&i| dist[i] as usize <= cut && keep(i))
-                .collect();
-            if rows.len() >= RESCORE || cut == self.dim {
-                break rows;
-            }
-            want *= 4;
+        let len = self.len;
+        let found = ann.0.filtered_search(query, k * OVERSAMPLE, |key| {
+            (key as usize) < len && keep(key as usize)
+        });
+        let keys = match found {
+            Ok(m) if m.keys.len() >= k.min(len) => m.keys,
+            _ => return self.nearest_exact(query, k, keep),
         };
-        // Rescore with the query quantized too (an integer dot), then give the best k
-        // the same f32-query score the exact scan gives.
-        let mut q8 = Vec::with_capacity(self.dim);
-        let q_scale = quantize(query, &mut q8);
-        let mut scored: Vec<(u32, f32)> = rows
+        let mut scored: Vec<(u32, f32)> = keys
             .into_iter()
-            .map(|i| {
-                let (codes, scale) = self.codes(i);
-                (i as u32, dot_i8(codes, &q8) as f32 * scale * q_scale)
-            })
+            .map(|key| (key as u32, self.dot(key as usize, query)))
             .collect();
-        let by_score = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        scored.sort_by(by_score);
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(k);
-        for s in &mut scored {
-            s.1 = self.dot(s.0 as usize, query);
-        }
-        scored.sort_by(by_score);
         scored
     }
 
@@ -411,7 +374,14 @@ impl Vectors {
             out.write_all(&bytes).map_err(io)?;
         }
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)
+        file.sync_all().map_err(io)?;
+        // The graph beside it, so opening does not build it again.
+        if let Some(ann) = &self.ann {
+            let graph = graph_path(path);
+            let name = graph.to_str().ok_or_else(|| ann_err("path is not UTF-8"))?;
+            ann.0.save(name).map_err(ann_err)?;
+        }
+        Ok(())
     }
 
     /// Reads a file written by [`Vectors::write`], checking its size. Streams it: the f32
@@ -448,7 +418,21 @@ impl Vectors {
             }
             v.push(&row)?;
         }
-        Ok(v.centred())
+        // The graph saved beside the file, when it holds exactly these rows.
+        let graph = graph_path(path);
+        if v.len > ANN_ROWS && graph.is_file() {
+            let ann = Ann::new(v.dim, v.len)?;
+            let loaded = graph
+                .to_str()
+                .is_some_and(|name| ann.0.load(name).is_ok() && ann.0.size() == v.len);
+            if loaded {
+                ann.0.change_expansion_search(EXPANSION_SEARCH);
+                v.ann = Some(Arc::new(ann));
+                return Ok(v);
+            }
+            tracing::warn!(file = %graph.display(), "the saved vector graph does not match; building it again");
+        }
+        v.indexed()
     }
 }
 
@@ -487,19 +471,6 @@ mod tests {
             assert!((v.dot(i, &q) - exact).abs() < 0.01, "row {i}");
         }
         assert_eq!(v.dot(0, &rows[0]).round(), 1.0);
-        // The integer dot of the rescoring pass is exact at every length, extremes included.
-        for n in [0, 1, 31, 32, 33, 512, 515] {
-            let a: Vec<i8> = (0..n).map(|i| ((i * 37) % 255) as u8 as i8).collect();
-            let b: Vec<i8> = (0..n)
-                .map(|i| if i % 3 == 0 { -128 } else { 127 })
-                .collect();
-            let want: i32 = a
-                .iter()
-                .zip(&b)
-                .map(|(&x, &y)| i32::from(x) * i32::from(y))
-                .sum();
-            assert_eq!(dot_i8(&a, &b), want, "length {n}");
-        }
     }
 
     #[test]
@@ -531,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn the_sign_bit_prefilter_finds_the_exact_neighbours_of_clustered_rows() {
+    fn the_graph_finds_the_exact_neighbours_of_clustered_rows_and_follows_writes() {
         let mut rng = crate::util::Rng(11);
         let mut gauss = |scale: f32| {
             (0..96)
@@ -545,7 +516,7 @@ mod tests {
         // A shared direction (as BERT embeddings have), 40 topics, and noise per row.
         let common: Vec<f32> = gauss(1.0).iter().map(|x| x + 2.0).collect();
         let topics: Vec<Vec<f32>> = (0..40).map(|_| gauss(1.0)).collect();
-        let rows: Vec<Vec<f32>> = (0..PREFILTER_ROWS + 5_000)
+        let rows: Vec<Vec<f32>> = (0..ANN_ROWS + 5_000)
             .map(|i| {
                 let noise: Vec<f32> = gauss(0.6);
                 unit(
@@ -578,7 +549,22 @@ mod tests {
             // A filter that keeps only a handful of rows still finds all of them.
             assert_eq!(v.nearest(&q, 50, |i| i % 5_000 == 7).len(), 5);
         }
-        assert!(overlap / queries as f64 > 0.9, "overlap {overlap}");
+        assert!(v.has_graph());
+        assert!(overlap / queries as f64 > 0.95, "overlap {overlap}");
+        // Writes reach the graph: a new row and a changed one are found; an earlier copy
+        // (a snapshot) never gets rows past its length.
+        let before = v.clone();
+        let mut v = v;
+        let fresh = unit(gauss(1.0));
+        v.push(&fresh).unwrap();
+        assert_eq!(v.nearest(&fresh, 5, |_| true)[0].0 as usize, rows.len());
+        assert!(before
+            .nearest(&fresh, 5, |_| true)
+            .iter()
+            .all(|x| (x.0 as usize) < rows.len()));
+        let moved = unit(gauss(1.0));
+        v.set(3, &moved).unwrap();
+        assert_eq!(v.nearest(&moved, 5, |_| true)[0].0, 3);
     }
 
     #[test]
@@ -592,6 +578,33 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
         assert!(Vectors::read(&path).is_err());
+    }
+
+    #[test]
+    fn the_graph_is_saved_beside_the_rows_and_rebuilt_when_it_does_not_match() {
+        let mut rng = crate::util::Rng(5);
+        let rows: Vec<Vec<f32>> = (0..ANN_ROWS + 10)
+            .map(|_| {
+                let v: Vec<f32> = (0..8).map(|_| rng.unit() as f32 - 0.5).collect();
+                let n = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+                v.into_iter().map(|x| x / n).collect()
+            })
+            .collect();
+        let v = Vectors::from_rows(8, rows.clone()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vectors.bin");
+        v.write(&path).unwrap();
+        assert!(graph_path(&path).is_file());
+        let back = Vectors::read(&path).unwrap();
+        assert!(back.has_graph());
+        assert_eq!(back, v);
+        for q in rows.iter().step_by(4001) {
+            assert_eq!(back.nearest(q, 10, |_| true), v.nearest(q, 10, |_| true));
+        }
+        std::fs::write(graph_path(&path), b"not a graph").unwrap();
+        let rebuilt = Vectors::read(&path).unwrap();
+        assert!(rebuilt.has_graph());
+        assert_eq!(rebuilt.nearest(&rows[7], 1, |_| true)[0].0, 7);
     }
 
     #[test]
