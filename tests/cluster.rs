@@ -31,6 +31,13 @@ use process::{free_addr, http, http_with, without_shoprank_env};
 
 const MASTER: &str = "cluster-test-master-key-0123456789";
 
+/// One cluster at a time: each test runs Redis and several servers, and the deadlines
+/// they check (1 s, 2 s) are about propagation, not about sharing 2 cores with another test.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether `program` is on the PATH; otherwise a notice (or a failure when required).
 fn have(program: &str) -> bool {
     let found = Command::new("sh")
@@ -275,6 +282,7 @@ impl Cluster {
 
 #[test]
 fn an_event_on_one_replica_personalizes_the_others_and_an_erasure_reaches_all() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
@@ -318,6 +326,7 @@ fn an_event_on_one_replica_personalizes_the_others_and_an_erasure_reaches_all() 
 
 #[test]
 fn a_product_written_on_one_replica_is_searchable_on_the_others() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
@@ -361,6 +370,7 @@ fn a_product_written_on_one_replica_is_searchable_on_the_others() {
 
 #[test]
 fn profiles_rules_and_keys_edited_on_one_replica_are_live_on_all() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
@@ -412,6 +422,7 @@ fn profiles_rules_and_keys_edited_on_one_replica_are_live_on_all() {
 
 #[test]
 fn killing_a_replica_under_load_through_haproxy_fails_no_search() {
+    let _serial = serial();
     if !have("redis-server") || !have("haproxy") {
         return;
     }
@@ -483,6 +494,7 @@ fn killing_a_replica_under_load_through_haproxy_fails_no_search() {
 
 #[test]
 fn redis_kill_9_and_restart_loses_no_acknowledged_write() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
@@ -564,6 +576,7 @@ fn redis_kill_9_and_restart_loses_no_acknowledged_write() {
 
 #[test]
 fn a_new_replica_catches_up_from_the_published_generation() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
@@ -597,6 +610,7 @@ fn a_new_replica_catches_up_from_the_published_generation() {
 
 #[test]
 fn a_rebuild_on_one_replica_is_published_and_followed_by_the_others() {
+    let _serial = serial();
     if !have("redis-server") {
         return;
     }
