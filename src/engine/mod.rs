@@ -89,8 +89,18 @@ struct Writes {
     _lock: std::fs::File,
 }
 
-/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
-pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+/// The encoder settings the settings name: a model folder's own `encoder.toml` (a
+/// `shoprank train` model), else the manifest's table with `--model-dir` as its folder.
+pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig, String> {
+    // A model folder with its own settings (a `shoprank train` model) brings its own id,
+    // so its vectors are never taken for its parent's (index, embedding cache).
+    if let Some(own) = settings
+        .model_dir
+        .as_deref()
+        .and_then(EncoderConfig::from_model_dir)
+    {
+        return own.map_err(|e| e.to_string());
+    }
     if !settings.manifest.exists() {
         return Err(format!(
             "no model manifest at {} (nor in SHOPRANK_HOME, the XDG data folder, \
@@ -104,6 +114,12 @@ pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String>
     if let Some(dir) = &settings.model_dir {
         config.dir = dir.clone();
     }
+    Ok(config)
+}
+
+/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
+pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+    let config = encoder_config(settings)?;
     let device = device::select(settings.device).map_err(|e| e.to_string())?;
     Encoder::load(config, device).map_err(|e| e.to_string())
 }
