@@ -14,12 +14,13 @@
 //! on other data (or stopped by the time budget at another step) never shares an id, and
 //! so never an embedding cache, with this one.
 //!
-//! The gate is dense retrieval (every catalog product ranked by cosine to the query, the
-//! way the engine's vector candidates are found), not the hybrid ranking: scoring the
-//! hybrid ranking with a new model needs the catalog re-encoded into an index generation,
-//! which is the rebuild that publishing leads to. The rule is `tune`'s: the trained model
-//! must score higher on the held-out split; the paired randomization test is reported on
-//! both splits.
+//! The gate evaluates parent and trained model twice on both splits: dense retrieval
+//! (every catalog product ranked by cosine to the query, the way the engine finds its
+//! vector candidates) and the `default` profile's hybrid ranking over a scratch index of
+//! the catalog built with each model (its vectors come from the embedding cache the dense
+//! pass filled, so the build costs a tantivy index, not an encode). The rule is `tune`'s,
+//! on what serves: the trained model must score a higher hybrid MRR@k on the held-out
+//! split; the paired randomization test is reported for every comparison.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -455,14 +456,99 @@ fn split_scores(base: &[QueryScores], trained: &[QueryScores]) -> SplitScores {
     }
 }
 
-/// Base against trained on both splits (dense retrieval, MRR@k decides).
+/// Opens an engine over a data directory with an encoder (the CLI adds its text files).
+pub type OpenEngine<'a> = &'a dyn Fn(&Path, Encoder) -> Result<Engine>;
+
+/// The `default` profile's scores of each split with `encoder`: the live catalog is
+/// indexed into a scratch data directory `scratch` (its vectors come from `data_dir`'s
+/// embedding cache, which the dense evaluation filled) and searched as `eval` does.
+fn hybrid_scores(
+    engine: &Engine,
+    data_dir: &Path,
+    scratch: &Path,
+    encoder: Encoder,
+    data: &TrainData,
+    k: usize,
+    open: OpenEngine<'_>,
+) -> Result<(Vec<QueryScores>, Vec<QueryScores>)> {
+    let copy = |from: &Path, to: &Path| -> Result<()> {
+        if from.is_file() {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            std::fs::copy(from, to).map_err(|e| Error::io(to, e))?;
+        }
+        Ok(())
+    };
+    if scratch.exists() {
+        std::fs::remove_dir_all(scratch).map_err(|e| Error::io(scratch, e))?;
+    }
+    copy(
+        &EmbeddingCache::path(data_dir, encoder.id()),
+        &EmbeddingCache::path(scratch, encoder.id()),
+    )?;
+    // The data directory's own profiles (a `default.toml` there overrides the built-in).
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("profiles")) {
+        for e in entries.flatten() {
+            if e.path().extension().is_some_and(|x| x == "toml") {
+                copy(&e.path(), &scratch.join("profiles").join(e.file_name()))?;
+            }
+        }
+    }
+    let gen = engine.generation();
+    let products: Vec<crate::catalog::Product> = gen
+        .products
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !gen.removed.get(*i).copied().unwrap_or(false))
+        .map(|(_, p)| (**p).clone())
+        .collect();
+    let (user_dict, aliases) = (
+        gen.dir.join("userdict.txt"),
+        gen.dir.join("brand_aliases.toml"),
+    );
+    crate::index::build_live(
+        scratch,
+        products,
+        crate::index::BuildOptions {
+            user_dict: user_dict.is_file().then_some(user_dict.as_path()),
+            brand_aliases: aliases.is_file().then_some(aliases.as_path()),
+            encoder: Some(&encoder),
+            ..crate::index::BuildOptions::new(&gen.schema, "shoprank train (gate)")
+        },
+    )?;
+    let scratch_engine = open(scratch, encoder)?;
+    let profiles = ["default".to_string()];
+    let per = |judged: &[JudgedQuery]| -> Result<Vec<QueryScores>> {
+        let queries: Vec<(String, String)> = judged.iter().map(|(q, _)| q.clone()).collect();
+        let qrels: Qrels = judged
+            .iter()
+            .map(|((id, _), j)| (id.clone(), j.clone()))
+            .collect();
+        let run = crate::offline::eval::run(&scratch_engine, &profiles, &queries, &qrels, k)?;
+        Ok(run
+            .profiles
+            .into_iter()
+            .next()
+            .map(|p| p.per_query)
+            .unwrap_or_default())
+    };
+    Ok((per(&data.train_judged)?, per(&data.held_out)?))
+}
+
+/// Base against trained on both splits: dense retrieval, and the `default` profile's
+/// hybrid ranking, whose held-out MRR@k decides.
 #[derive(Debug, Clone, Serialize)]
 pub struct Gate {
-    /// Training split.
+    /// Dense retrieval, training split.
     pub train: SplitScores,
-    /// Held-out split.
+    /// Dense retrieval, held-out split.
     pub held_out: SplitScores,
-    /// The trained model scores higher on the held-out split.
+    /// The `default` profile (hybrid), training split.
+    pub hybrid_train: SplitScores,
+    /// The `default` profile (hybrid), held-out split.
+    pub hybrid_held_out: SplitScores,
+    /// The trained model scores a higher hybrid MRR@k on the held-out split.
     pub improved: bool,
     /// Products ranked per query.
     pub catalog: usize,
@@ -470,29 +556,43 @@ pub struct Gate {
     pub seconds: f64,
 }
 
-/// Evaluates `base` and `trained` by dense retrieval over the catalog on both splits.
+/// Evaluates `base` and `trained` on both splits: dense retrieval over the catalog, then
+/// the `default` profile over a scratch index of the catalog per model (under
+/// `DATA_DIR/models/.gate-*`, removed afterwards).
 pub fn gate(
+    engine: &Engine,
     data_dir: &Path,
-    base: &Encoder,
-    trained: &Encoder,
+    base: Encoder,
+    trained: Encoder,
     data: &TrainData,
     k: usize,
+    open: OpenEngine<'_>,
 ) -> Result<Gate> {
     let started = Instant::now();
-    let mut per = Vec::new();
-    for enc in [base, trained] {
+    let mut dense = Vec::new();
+    for enc in [&base, &trained] {
         let vectors = catalog_vectors(data_dir, enc, &data.catalog)?;
-        per.push((
+        dense.push((
             dense_scores(enc, &vectors, &data.catalog, &data.train_judged, k)?,
             dense_scores(enc, &vectors, &data.catalog, &data.held_out, k)?,
         ));
     }
-    let train = split_scores(&per[0].0, &per[1].0);
-    let held_out = split_scores(&per[0].1, &per[1].1);
+    let mut hybrid = Vec::new();
+    for (name, enc) in [("base", base), ("trained", trained)] {
+        let scratch = data_dir.join("models").join(format!(".gate-{name}"));
+        let scores = hybrid_scores(engine, data_dir, &scratch, enc, data, k, open);
+        if let Err(e) = std::fs::remove_dir_all(&scratch) {
+            tracing::warn!(path = %scratch.display(), error = %e, "could not remove the gate's scratch index");
+        }
+        hybrid.push(scores?);
+    }
+    let hybrid_held_out = split_scores(&hybrid[0].1, &hybrid[1].1);
     Ok(Gate {
-        improved: held_out.tuned > held_out.base + 1e-12,
-        train,
-        held_out,
+        train: split_scores(&dense[0].0, &dense[1].0),
+        held_out: split_scores(&dense[0].1, &dense[1].1),
+        hybrid_train: split_scores(&hybrid[0].0, &hybrid[1].0),
+        improved: hybrid_held_out.tuned > hybrid_held_out.base + 1e-12,
+        hybrid_held_out,
         catalog: data.catalog.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -543,17 +643,33 @@ pub fn published(data_dir: &Path) -> Result<Option<String>> {
     }
 }
 
-/// Trains a model from `base` on the judged queries, writes it under `data_dir/models/`,
-/// gates it and publishes it on a held-out win.
+/// Where a run reads from and writes to.
+pub struct Setup<'a> {
+    /// The engine over the data directory's live index (catalog, hard negatives).
+    pub engine: &'a Engine,
+    /// The data directory (`models/`, the embedding cache).
+    pub data_dir: &'a Path,
+    /// The parent model.
+    pub base: &'a EncoderConfig,
+    /// Opens the gate's scratch engines.
+    pub open: OpenEngine<'a>,
+}
+
+/// Trains a model from `setup.base` on the judged queries, writes it under
+/// `data_dir/models/`, gates it and publishes it on a held-out win.
 pub fn run(
-    engine: &Engine,
-    data_dir: &Path,
-    base: &EncoderConfig,
+    setup: &Setup<'_>,
     queries: &[(String, String)],
     qrels: &Qrels,
     opts: &TrainOptions,
     progress: impl FnMut(StepReport),
 ) -> Result<TrainReport> {
+    let Setup {
+        engine,
+        data_dir,
+        base,
+        open,
+    } = *setup;
     let started = Instant::now();
     if opts.batch == 0
         || opts.k == 0
@@ -595,7 +711,7 @@ pub fn run(
         .ok_or_else(|| Error::Internal("the written model has no encoder.toml".into()))??;
     let base_encoder = Encoder::load(base.clone(), Device::Cpu)?;
     let trained = Encoder::load(trained_config, Device::Cpu)?;
-    let gate = gate(data_dir, &base_encoder, &trained, &data, opts.k)?;
+    let gate = gate(engine, data_dir, base_encoder, trained, &data, opts.k, open)?;
     let mut report = TrainReport {
         parent: base.id.clone(),
         id: id.clone(),

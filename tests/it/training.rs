@@ -11,6 +11,7 @@ use shoprank::encoder::train::{TrainSettings, Trainer};
 use shoprank::encoder::{dot, Encoder, EncoderConfig};
 use shoprank::offline::eval::Qrels;
 use shoprank::offline::train::{self, TrainOptions};
+use shoprank::Engine;
 
 fn category_queries() -> (Vec<(String, String)>, Qrels) {
     let mut by_leaf: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -144,15 +145,19 @@ fn a_model_that_does_not_beat_its_parent_is_not_published() {
     let data_dir = common::demo_index(Some(&common::tiny_encoder(&model)));
     let engine = common::open_engine(data_dir.path(), Some(common::tiny_encoder(&model)));
     let (queries, qrels) = category_queries();
+    let open = |dir: &std::path::Path, e: Encoder| Engine::open(dir, Some(e), None);
     // No step: the "trained" model is its parent, which ties and so does not win.
     let opts = TrainOptions {
         steps: Some(0),
         ..options()
     };
     let r = train::run(
-        &engine,
-        data_dir.path(),
-        &model.config,
+        &train::Setup {
+            engine: &engine,
+            data_dir: data_dir.path(),
+            base: &model.config,
+            open: &open,
+        },
         &queries,
         &qrels,
         &opts,
@@ -162,6 +167,12 @@ fn a_model_that_does_not_beat_its_parent_is_not_published() {
     assert_eq!(r.fit.steps, 0);
     assert_eq!(r.gate.held_out.base, r.gate.held_out.tuned);
     assert_eq!(r.gate.held_out.p_value, 1.0);
+    assert_eq!(r.gate.hybrid_held_out.base, r.gate.hybrid_held_out.tuned);
+    assert!(r.gate.hybrid_held_out.queries > 0 && r.gate.hybrid_train.queries > 0);
+    assert!(
+        !data_dir.path().join("models/.gate-base").exists(),
+        "the scratch indexes are removed"
+    );
     assert!(!r.gate.improved && !r.published);
     assert_eq!(train::published(data_dir.path()).unwrap(), None);
     assert!(!r.dir.exists(), "a losing model's folder is removed");
@@ -171,9 +182,12 @@ fn a_model_that_does_not_beat_its_parent_is_not_published() {
     // With --keep the folder stays, with its report, and loads through --model-dir.
     let kept = TrainOptions { keep: true, ..opts };
     let r = train::run(
-        &engine,
-        data_dir.path(),
-        &model.config,
+        &train::Setup {
+            engine: &engine,
+            data_dir: data_dir.path(),
+            base: &model.config,
+            open: &open,
+        },
         &queries,
         &qrels,
         &kept,
@@ -188,4 +202,73 @@ fn a_model_that_does_not_beat_its_parent_is_not_published() {
     };
     let e = shoprank::engine::load_encoder(&settings).unwrap();
     assert_eq!(e.id(), r.id, "the folder's own id, with no manifest needed");
+}
+
+#[test]
+fn a_model_that_wins_on_held_out_queries_is_published_and_used_after_a_rebuild() {
+    let model = common::tiny_model();
+    let data_dir = common::demo_index(Some(&common::tiny_encoder(&model)));
+    let engine = common::open_engine(data_dir.path(), Some(common::tiny_encoder(&model)));
+    // Each category query twice under two ids: the split sends some texts to both sides,
+    // so what training learns shows on held-out queries (real held-out queries share
+    // words, not whole texts, with the training ones).
+    let (queries, qrels) = category_queries();
+    let mut twice = Vec::new();
+    let mut qrels2 = Qrels::new();
+    for (id, text) in &queries {
+        for side in ["a", "b"] {
+            twice.push((format!("{side}{id}"), text.clone()));
+            qrels2.insert(format!("{side}{id}"), qrels[id].clone());
+        }
+    }
+    // BM25 alone ranks these queries perfectly; a data directory whose `default` ranks by
+    // the semantic feature alone lets the gate see the model (and checks that the gate's
+    // scratch indexes use the data directory's profiles).
+    let mut semantic = shoprank::rank::Profile::default_profile();
+    semantic.weights.values_mut().for_each(|w| *w = 0.0);
+    semantic.weights.insert("semantic".into(), 1.0);
+    std::fs::write(
+        data_dir.path().join("profiles/default.toml"),
+        semantic.to_toml(),
+    )
+    .unwrap();
+    let open = |dir: &std::path::Path, e: Encoder| Engine::open(dir, Some(e), None);
+    let opts = TrainOptions {
+        steps: Some(100),
+        batch: 16,
+        ..options()
+    };
+    let r = train::run(
+        &train::Setup {
+            engine: &engine,
+            data_dir: data_dir.path(),
+            base: &model.config,
+            open: &open,
+        },
+        &twice,
+        &qrels2,
+        &opts,
+        |_| {},
+    )
+    .unwrap();
+    assert!(r.gate.improved && r.published, "{:?}", r.gate);
+    assert!(r.gate.hybrid_held_out.tuned > r.gate.hybrid_held_out.base);
+    assert_eq!(
+        train::published(data_dir.path()).unwrap().as_deref(),
+        Some(r.id.as_str())
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(r.dir.join("train.json")).unwrap()).unwrap();
+    assert_eq!(report["parent"], "tiny-random");
+
+    // A rebuild with the published folder records its id; the vectors come from the cache
+    // the gate filled.
+    let settings = shoprank::settings::Settings {
+        model_dir: Some(r.dir.clone()),
+        ..Default::default()
+    };
+    let trained = shoprank::engine::load_encoder(&settings).unwrap();
+    let meta = common::build_index(data_dir.path(), common::demo_products(), Some(&trained));
+    assert_eq!(meta.model_id.as_deref(), Some(r.id.as_str()));
+    assert_eq!(meta.cached_vectors, meta.products);
 }
