@@ -272,3 +272,36 @@ fn a_model_that_wins_on_held_out_queries_is_published_and_used_after_a_rebuild()
     assert_eq!(meta.model_id.as_deref(), Some(r.id.as_str()));
     assert_eq!(meta.cached_vectors, meta.products);
 }
+
+#[test]
+fn a_writer_does_not_follow_a_generation_another_model_encoded() {
+    let model = common::tiny_model();
+    let data_dir = common::demo_index(Some(&common::tiny_encoder(&model)));
+    let engine = common::open_engine(data_dir.path(), Some(common::tiny_encoder(&model)));
+    let settings = shoprank::settings::Settings {
+        data_dir: data_dir.path().to_path_buf(),
+        commit_interval_ms: 0,
+        ..Default::default()
+    };
+    engine.enable_writes(&settings).unwrap();
+    let before = engine.health().generation;
+    // `shoprank index --model-dir <trained>` in another process.
+    let mut other = model.config.clone();
+    other.id = "tiny-random-ft-other".into();
+    let other = Encoder::load(other, Device::Cpu).unwrap();
+    common::build_index(data_dir.path(), common::demo_products(), Some(&other));
+    let err = engine.follow_current().unwrap_err().to_string();
+    assert!(err.contains("tiny-random-ft-other"), "{err}");
+    assert_eq!(
+        engine.health().generation,
+        before,
+        "still on its own model's vectors"
+    );
+    // A generation of its own model is followed as before.
+    common::build_index(
+        data_dir.path(),
+        common::demo_products(),
+        Some(&common::tiny_encoder(&model)),
+    );
+    assert!(engine.follow_current().unwrap());
+}
