@@ -123,7 +123,6 @@ pub struct Trainer {
     heads: usize,
     hidden: usize,
     act: HiddenAct,
-    max_length: usize,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -150,8 +149,16 @@ impl Trainer {
             .map_err(|e| model_err(dir, format!("config.json: {e}")))?;
         let bert: BertConfig =
             serde_json::from_str(&text).map_err(|e| model_err(dir, format!("config.json: {e}")))?;
-        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| model_err(dir, format!("tokenizer.json: {e}")))?;
+        // Truncated as the encoder truncates; padding is done here, per batch.
+        tokenizer
+            .with_truncation(Some(tokenizers::TruncationParams {
+                max_length: config.max_length.min(bert.max_position_embeddings),
+                ..Default::default()
+            }))
+            .map_err(|e| model_err(dir, format!("tokenizer.json: {e}")))?;
+        tokenizer.with_padding(None);
         let safetensors = dir.join("model.safetensors");
         let tensors: Vec<(String, Tensor)> = if safetensors.is_file() {
             candle_core::safetensors::load(&safetensors, &device)?
@@ -236,7 +243,6 @@ impl Trainer {
             heads: bert.num_attention_heads,
             hidden: bert.hidden_size,
             act: bert.hidden_act,
-            max_length: config.max_length.min(bert.max_position_embeddings),
             varmap,
             optimizer,
             settings,
@@ -246,7 +252,8 @@ impl Trainer {
         })
     }
 
-    /// Token ids of `texts` (prefixed, lowercased as configured, truncated), padded.
+    /// Token ids of `texts` (prefixed, lowercased as configured, truncated), padded, and
+    /// the mask of real tokens.
     fn tokenize(&self, texts: &[String], prefix: &str) -> Result<(Tensor, Tensor)> {
         let mut rows = Vec::with_capacity(texts.len());
         for t in texts {
@@ -260,14 +267,7 @@ impl Trainer {
                 .tokenizer
                 .encode(t, true)
                 .map_err(|e| Error::Internal(format!("tokenizer: {e}")))?;
-            let mut ids = enc.get_ids().to_vec();
-            if ids.len() > self.max_length {
-                // Keep the closing special token, as the tokenizer's truncation does.
-                let last = ids[ids.len() - 1];
-                ids.truncate(self.max_length);
-                ids[self.max_length - 1] = last;
-            }
-            rows.push(ids);
+            rows.push(enc.get_ids().to_vec());
         }
         let len = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let n = rows.len();

@@ -277,7 +277,7 @@ pub struct FitReport {
     pub epochs: usize,
     /// (query, positive) pairs per epoch.
     pub pairs: usize,
-    /// Mean loss of the first epoch's first steps (up to 5) and of the last ones.
+    /// Mean loss of the first steps (up to 5, at most half of them) and of the last ones.
     pub loss_first: f32,
     /// ...
     pub loss_last: f32,
@@ -387,7 +387,8 @@ pub fn fit(
             v.iter().sum::<f32>() / v.len() as f32
         }
     };
-    let n = losses.len().min(5);
+    // Up to 5 steps at each end, never overlapping (with one step both are that step).
+    let n = (losses.len() / 2).clamp(1, 5).min(losses.len());
     Ok(FitReport {
         steps: step,
         epochs,
