@@ -431,6 +431,27 @@ impl Trainer {
         Ok(())
     }
 
+    /// SHA-256 (hex, 16 digits) over every weight by name, shape and value: what the
+    /// model's vectors depend on besides its settings.
+    pub fn weights_digest(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let weights = self.weights();
+        let mut names: Vec<&String> = weights.keys().collect();
+        names.sort();
+        let mut h = Sha256::new();
+        for name in names {
+            let t = &weights[name];
+            h.update(format!("{name}{:?}\n", t.dims()));
+            let values = t.flatten_all()?.to_vec1::<f32>()?;
+            let bytes: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+            h.update(&bytes);
+        }
+        Ok(h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Number of trainable values.
     pub fn parameters(&self) -> usize {
         self.varmap

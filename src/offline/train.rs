@@ -10,9 +10,10 @@
 //! base vs trained, dense retrieval over the catalog, both splits --> gate --> models/CURRENT
 //! ```
 //! The id is the parent's id plus a hash of the training data (queries, judgments, mined
-//! negatives, product texts), the options and the number of steps run, so another run
-//! on other data (or stopped by the time budget at another step) never shares an id, and
-//! so never an embedding cache, with this one.
+//! negatives, product texts), the options, the number of steps run and the resulting
+//! weights, so another run on other data (or stopped by the time budget at another step,
+//! or rounding differently on another machine) never shares an id, and so never an
+//! embedding cache, with this one.
 //!
 //! The gate evaluates parent and trained model twice on both splits: dense retrieval
 //! (every catalog product ranked by cosine to the query, the way the engine finds its
@@ -230,12 +231,21 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// The id of a model trained from `parent` on data `data_hash` with `opts` for `steps`
-/// optimizer steps: `<parent>-ft-<12 hex digits>`.
-pub fn model_id(parent: &str, data_hash: &str, opts: &TrainOptions, steps: usize) -> String {
+/// optimizer steps, ending with weights `weights` (their digest):
+/// `<parent>-ft-<12 hex digits>`. The weights are in the key because the embedding cache
+/// is keyed by the id: two runs whose floats differ (another thread count, another
+/// machine) must not share cached vectors.
+pub fn model_id(
+    parent: &str,
+    data_hash: &str,
+    opts: &TrainOptions,
+    steps: usize,
+    weights: &str,
+) -> String {
     // What changes the weights; the time budget only matters through `steps`, and
     // `keep` / `k` not at all.
     let key = serde_json::json!({
-        "parent": parent, "data": data_hash, "steps": steps, "seed": opts.seed,
+        "parent": parent, "data": data_hash, "steps": steps, "weights": weights, "seed": opts.seed,
         "holdout": opts.holdout, "batch": opts.batch, "lr": opts.lr,
         "temperature": opts.temperature, "hard_negatives": opts.hard_negatives,
         "negative_depth": opts.negative_depth, "epochs": opts.epochs,
@@ -610,6 +620,8 @@ pub struct TrainReport {
     pub dir: PathBuf,
     /// Hash of the training data.
     pub data_hash: String,
+    /// Digest of the trained weights.
+    pub weights_digest: String,
     /// Settings.
     pub options: TrainOptions,
     /// Training queries (with a judged product in the catalog) and held-out queries.
@@ -696,7 +708,8 @@ pub fn run(
     )?;
     let parameters = trainer.parameters();
     let fit = fit(&mut trainer, &data, opts, progress)?;
-    let id = model_id(&base.id, &hash, opts, fit.steps);
+    let weights = trainer.weights_digest()?;
+    let id = model_id(&base.id, &hash, opts, fit.steps, &weights);
     let dir = model_dir(data_dir, &id);
     let building = data_dir.join("models").join(format!("{id}.building"));
     if building.exists() {
@@ -718,6 +731,7 @@ pub fn run(
         id: id.clone(),
         dir: dir.clone(),
         data_hash: hash,
+        weights_digest: weights,
         options: opts.clone(),
         train_queries: data.train.len(),
         held_out_queries: data.held_out.len(),

@@ -111,17 +111,38 @@ fn training_lowers_the_loss_and_writes_a_folder_the_encoder_loads() {
 #[test]
 fn the_model_id_follows_the_data_the_options_and_the_steps() {
     let opts = options();
-    let id = train::model_id("m3e-small", "aaaa", &opts, 10);
+    let id = train::model_id("m3e-small", "aaaa", &opts, 10, "w");
     assert!(id.starts_with("m3e-small-ft-"), "{id}");
-    assert_eq!(id, train::model_id("m3e-small", "aaaa", &opts, 10));
-    assert_ne!(id, train::model_id("m3e-small", "bbbb", &opts, 10), "data");
-    assert_ne!(id, train::model_id("m3e-small", "aaaa", &opts, 11), "steps");
-    assert_ne!(id, train::model_id("other", "aaaa", &opts, 10), "parent");
+    assert_eq!(id, train::model_id("m3e-small", "aaaa", &opts, 10, "w"));
+    assert_ne!(
+        id,
+        train::model_id("m3e-small", "bbbb", &opts, 10, "w"),
+        "data"
+    );
+    assert_ne!(
+        id,
+        train::model_id("m3e-small", "aaaa", &opts, 11, "w"),
+        "steps"
+    );
+    assert_ne!(
+        id,
+        train::model_id("other", "aaaa", &opts, 10, "w"),
+        "parent"
+    );
+    assert_ne!(
+        id,
+        train::model_id("m3e-small", "aaaa", &opts, 10, "v"),
+        "weights"
+    );
     let lr = TrainOptions {
         lr: 1e-5,
         ..opts.clone()
     };
-    assert_ne!(id, train::model_id("m3e-small", "aaaa", &lr, 10), "options");
+    assert_ne!(
+        id,
+        train::model_id("m3e-small", "aaaa", &lr, 10, "w"),
+        "options"
+    );
 
     // The data hash sees the judgments.
     let model = common::tiny_model();
