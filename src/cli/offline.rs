@@ -115,6 +115,10 @@ pub struct TrainArgs {
     /// Top hits searched per training query for hard negatives.
     #[arg(long, default_value_t = 30)]
     negative_depth: usize,
+    /// Leave the word embeddings unchanged (much faster for a large vocabulary, e.g.
+    /// multilingual-e5-small's 250k pieces).
+    #[arg(long)]
+    freeze_embeddings: bool,
     /// Stop training after this many seconds (the evaluation comes on top).
     #[arg(long, default_value_t = 300.0)]
     time_budget_secs: f64,
@@ -263,6 +267,7 @@ pub fn train(settings: Settings, a: TrainArgs) -> anyhow::Result<()> {
         temperature: a.temperature,
         hard_negatives: a.hard_negatives,
         negative_depth: a.negative_depth,
+        freeze_embeddings: a.freeze_embeddings,
         time_budget_secs: a.time_budget_secs,
         k: 10,
         keep: a.keep,

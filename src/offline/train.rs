@@ -68,6 +68,8 @@ pub struct TrainOptions {
     pub hard_negatives: usize,
     /// Hits of the index searched per training query for hard negatives.
     pub negative_depth: usize,
+    /// Leave the word embeddings unchanged.
+    pub freeze_embeddings: bool,
     /// Training stops after this many seconds (evaluation comes on top).
     pub time_budget_secs: f64,
     /// Cutoff of the gate's metrics.
@@ -88,6 +90,7 @@ impl Default for TrainOptions {
             temperature: 0.05,
             hard_negatives: 1,
             negative_depth: 30,
+            freeze_embeddings: false,
             time_budget_secs: 300.0,
             k: 10,
             keep: false,
@@ -249,6 +252,7 @@ pub fn model_id(
         "holdout": opts.holdout, "batch": opts.batch, "lr": opts.lr,
         "temperature": opts.temperature, "hard_negatives": opts.hard_negatives,
         "negative_depth": opts.negative_depth, "epochs": opts.epochs,
+        "freeze_embeddings": opts.freeze_embeddings,
     });
     let digest = Sha256::digest(key.to_string().as_bytes());
     let parent: String = parent
@@ -703,6 +707,7 @@ pub fn run(
         TrainSettings {
             lr: opts.lr,
             temperature: opts.temperature,
+            freeze_word_embeddings: opts.freeze_embeddings,
             ..TrainSettings::default()
         },
     )?;

@@ -326,3 +326,42 @@ fn a_writer_does_not_follow_a_generation_another_model_encoded() {
     );
     assert!(engine.follow_current().unwrap());
 }
+
+#[test]
+fn frozen_word_embeddings_stay_and_the_rest_moves() {
+    let model = common::tiny_model();
+    let data_dir = common::demo_index(Some(&common::tiny_encoder(&model)));
+    let engine = common::open_engine(data_dir.path(), Some(common::tiny_encoder(&model)));
+    let (queries, qrels) = category_queries();
+    let opts = options();
+    let data = train::prepare(&engine, &queries, &qrels, &opts).unwrap();
+    let settings = TrainSettings {
+        lr: opts.lr,
+        freeze_word_embeddings: true,
+        ..TrainSettings::default()
+    };
+    let mut trainer = Trainer::load(&model.config, settings).unwrap();
+    let all = Trainer::load(&model.config, TrainSettings::default()).unwrap();
+    let word = "embeddings.word_embeddings.weight";
+    let before = trainer.weights().unwrap();
+    assert_eq!(
+        trainer.parameters() + before[word].elem_count(),
+        all.parameters()
+    );
+    let batch = train::epoch_batches(&data, &opts, &mut shoprank::util::Rng(1)).remove(0);
+    trainer.step(&batch).unwrap();
+    trainer.step(&batch).unwrap();
+    let after = trainer.weights().unwrap();
+    let diff = |name: &str| {
+        (&before[name] - &after[name])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    assert_eq!(diff(word), 0.0);
+    assert!(diff("encoder.layer.0.attention.self.query.weight") > 0.0);
+}
