@@ -68,7 +68,8 @@ pub struct TrainOptions {
     pub hard_negatives: usize,
     /// Hits of the index searched per training query for hard negatives.
     pub negative_depth: usize,
-    /// Leave the word embeddings unchanged.
+    /// Leave the word embeddings unchanged (the default: as good on the dev queries,
+    /// 1.7x faster steps for m3e-small, ~10x for multilingual-e5-small).
     pub freeze_embeddings: bool,
     /// Training stops after this many seconds (evaluation comes on top).
     pub time_budget_secs: f64,
@@ -90,7 +91,7 @@ impl Default for TrainOptions {
             temperature: 0.05,
             hard_negatives: 1,
             negative_depth: 30,
-            freeze_embeddings: false,
+            freeze_embeddings: true,
             time_budget_secs: 300.0,
             k: 10,
             keep: false,
