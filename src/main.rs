@@ -64,6 +64,10 @@ enum Command {
     /// Tune a profile's feature weights on judged queries (coordinate ascent on a training
     /// split); writes `--out` only if it beats the base on the held-out split.
     Tune(cli::offline::TuneArgs),
+    /// Fine-tune the encoder on judged queries (contrastive loss with in-batch and hard
+    /// negatives, AdamW, on the CPU) into `DATA_DIR/models/<id>/`; publishes it
+    /// (`DATA_DIR/models/CURRENT`) only if it beats its parent on the held-out split.
+    Train(cli::offline::TrainArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +92,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve => cli::serve::serve(settings),
         Command::Eval(a) => cli::offline::eval(settings, a),
         Command::Tune(a) => cli::offline::tune(settings, a),
+        Command::Train(a) => cli::offline::train(settings, a),
         Command::Judgments(a) => cli::offline::judgments(a),
         Command::EvalPersonal(a) => cli::offline::eval_personal(settings, a),
         Command::Synth(a) => cli::offline::synth(a),

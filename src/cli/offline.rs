@@ -1,4 +1,5 @@
-//! The offline tools: `shoprank eval`, `tune`, `judgments`, `eval-personal`, `synth`.
+//! The offline tools: `shoprank eval`, `tune`, `train`, `judgments`, `eval-personal`,
+//! `synth`.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,7 @@ use clap::Args;
 
 use shoprank::engine::load_encoder;
 use shoprank::offline::eval::{self, report, Metric, QueryScores};
-use shoprank::offline::{judgments, personal, synth, tune};
+use shoprank::offline::{judgments, personal, synth, train, tune};
 use shoprank::settings::Settings;
 
 use super::open_engine;
@@ -72,6 +73,59 @@ pub struct TuneArgs {
     #[arg(long)]
     force: bool,
     /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `shoprank train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Queries: `qid<TAB>query`.
+    #[arg(long)]
+    queries: PathBuf,
+    /// Judgments: TREC qrels (from `shoprank judgments` or by hand).
+    #[arg(long)]
+    qrels: PathBuf,
+    /// Share of the queries held out (the seeded hash split `tune` uses).
+    #[arg(long, default_value_t = 0.3)]
+    holdout: f64,
+    /// Seed of the split, the batch order and the negative sampling.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+    /// Passes over the training pairs, at most.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Optimizer steps, at most (default: as many as the epochs take).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// (query, positive product) pairs per batch; the other pairs' products are the
+    /// in-batch negatives.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// AdamW learning rate.
+    #[arg(long, default_value_t = 3e-5)]
+    lr: f64,
+    /// Softmax temperature of the contrastive loss.
+    #[arg(long, default_value_t = 0.05)]
+    temperature: f64,
+    /// Hard negatives per pair, sampled from the query's top hits in the index that are
+    /// not judged relevant.
+    #[arg(long, default_value_t = 1)]
+    hard_negatives: usize,
+    /// Top hits searched per training query for hard negatives.
+    #[arg(long, default_value_t = 30)]
+    negative_depth: usize,
+    /// Also train the word embeddings (by default they stay as they are: as good on the
+    /// dev queries, and much faster for a large vocabulary like multilingual-e5-small's).
+    #[arg(long)]
+    train_embeddings: bool,
+    /// Stop training after this many seconds (the evaluation comes on top).
+    #[arg(long, default_value_t = 300.0)]
+    time_budget_secs: f64,
+    /// Keep the model folder even when it does not win.
+    #[arg(long)]
+    keep: bool,
+    /// Print the report as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
 }
@@ -193,6 +247,106 @@ pub fn tune(settings: Settings, a: TuneArgs) -> anyhow::Result<()> {
             "the tuned weights do not beat `{}` on the held-out split: no profile written",
             a.profile
         ),
+    }
+    Ok(())
+}
+
+/// Fine-tunes the encoder on judged queries; publishes the model only on a held-out win.
+pub fn train(settings: Settings, a: TrainArgs) -> anyhow::Result<()> {
+    let base = shoprank::engine::encoder_config(&settings).map_err(|e| anyhow::anyhow!(e))?;
+    let engine = open_engine(&settings)?;
+    let queries = eval::read_queries(&a.queries)?;
+    let qrels = eval::read_qrels(&a.qrels)?;
+    let opts = train::TrainOptions {
+        holdout: a.holdout,
+        seed: a.seed,
+        epochs: a.epochs,
+        steps: a.steps,
+        batch: a.batch,
+        lr: a.lr,
+        temperature: a.temperature,
+        hard_negatives: a.hard_negatives,
+        negative_depth: a.negative_depth,
+        freeze_embeddings: !a.train_embeddings,
+        time_budget_secs: a.time_budget_secs,
+        k: 10,
+        keep: a.keep,
+    };
+    eprintln!(
+        "training `{}` ({}) on {} with {} threads",
+        base.id,
+        base.dir.display(),
+        a.qrels.display(),
+        shoprank::encoder::train::threads()
+    );
+    // The gate's scratch engines read the same synonym, alias and dictionary files.
+    let open = |dir: &std::path::Path, encoder: shoprank::encoder::Encoder| {
+        let mut e = shoprank::Engine::open(dir, Some(encoder), None)?;
+        e.set_text_sources(shoprank::engine::TextSources {
+            user_dict: Some(settings.user_dict.clone()),
+            synonyms: Some(settings.synonyms.clone()),
+            brand_aliases: Some(settings.brand_aliases.clone()),
+        })?;
+        Ok(e)
+    };
+    let setup = train::Setup {
+        engine: &engine,
+        data_dir: &settings.data_dir,
+        base: &base,
+        open: &open,
+    };
+    let r = train::run(&setup, &queries, &qrels, &opts, |s| {
+        eprintln!(
+            "step {:>4}  epoch {}  loss {:.4}  {:.1}s",
+            s.step, s.epoch, s.loss, s.elapsed
+        )
+    })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let f = &r.fit;
+    println!(
+        "trained `{}` -> `{}`: {} training queries ({} pairs), {} held out; {} steps in {:.1}s ({:.2} steps/s, stopped by {}), loss {:.4} -> {:.4} (first/last 5 steps)",
+        r.parent, r.id, r.train_queries, f.pairs, r.held_out_queries, f.steps, f.seconds,
+        f.steps as f64 / f.seconds.max(1e-9), f.stopped_by, f.loss_first, f.loss_last
+    );
+    println!(
+        "gate: dense retrieval over {} products and the `default` profile (hybrid, a scratch index per model), {:.1}s; hybrid MRR@10 on the held-out split decides",
+        r.gate.catalog, r.gate.seconds
+    );
+    let g = &r.gate;
+    for (name, s) in [
+        ("dense, train", &g.train),
+        ("dense, held-out", &g.held_out),
+        ("default, train", &g.hybrid_train),
+        ("default, held-out", &g.hybrid_held_out),
+    ] {
+        println!(
+            "{name:>17} ({:>3} queries): MRR@10 {:.4} -> {:.4} ({:+.4}, p = {:.4}); NDCG@10 {:.4} -> {:.4}; Recall@100 {:.4} -> {:.4}",
+            s.queries, s.base, s.tuned, s.tuned - s.base, s.p_value,
+            s.base_all.ndcg, s.tuned_all.ndcg, s.base_all.recall100, s.tuned_all.recall100
+        );
+    }
+    if r.published {
+        println!(
+            "published `{}`: {} names it. Rebuild to use it (re-encodes the catalog): shoprank index --catalog FILE --model-dir {}",
+            r.id,
+            settings.data_dir.join("models/CURRENT").display(),
+            r.dir.display()
+        );
+    } else {
+        println!(
+            "`{}` does not beat `{}` on the held-out split: not published{} ({:.1}s in all)",
+            r.id,
+            r.parent,
+            if a.keep {
+                format!(", kept in {}", r.dir.display())
+            } else {
+                ", folder removed".into()
+            },
+            r.seconds
+        );
     }
     Ok(())
 }

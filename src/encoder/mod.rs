@@ -11,6 +11,7 @@ mod bert;
 mod cpu;
 pub mod device;
 mod int8;
+pub mod train;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub use device::DeviceKind;
 use crate::error::{Error, Result};
 
 /// How token vectors become one text vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     /// Mask-aware mean over all tokens.
@@ -52,7 +53,7 @@ pub enum Precision {
 }
 
 /// The `[encoder]` table of the model manifest.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EncoderConfig {
     /// Model id stored with product vectors; vectors of another id are not used.
@@ -141,6 +142,19 @@ impl EncoderConfig {
             )));
         }
         Ok(config)
+    }
+}
+
+/// A model folder's own one-model manifest (an `[encoder]` table with `dir = "."`), as
+/// `shoprank train` writes it: the folder's id and settings travel with its weights.
+pub const FOLDER_MANIFEST: &str = "encoder.toml";
+
+impl EncoderConfig {
+    /// The settings of model folder `dir` from its [`FOLDER_MANIFEST`], if it has one.
+    pub fn from_model_dir(dir: &Path) -> Option<Result<Self>> {
+        let path = dir.join(FOLDER_MANIFEST);
+        path.is_file()
+            .then(|| EncoderConfig::from_manifest(&path, None))
     }
 }
 

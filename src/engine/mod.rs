@@ -97,24 +97,44 @@ struct Writes {
     _lock: std::fs::File,
 }
 
-/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
-pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
-    if !settings.manifest.exists() {
-        return Err(format!(
-            "no model manifest at {} (nor in SHOPRANK_HOME, the XDG data folder, \
-             /usr/local/share/shoprank, /usr/share/shoprank or above the binary): \
-             pass --manifest or set SHOPRANK_HOME to a folder with models/manifest.toml",
-            settings.manifest.display()
-        ));
-    }
-    let mut config = EncoderConfig::from_manifest(&settings.manifest, settings.model.as_deref())
-        .map_err(|e| e.to_string())?;
-    if let Some(dir) = &settings.model_dir {
-        config.dir = dir.clone();
-    }
+/// The encoder settings the settings name: a model folder's own `encoder.toml` (a
+/// `shoprank train` model), else the manifest's table with `--model-dir` as its folder.
+pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig, String> {
+    // A model folder with its own settings (a `shoprank train` model) brings its own id,
+    // so its vectors are never taken for its parent's (index, embedding cache).
+    let own = settings
+        .model_dir
+        .as_deref()
+        .and_then(EncoderConfig::from_model_dir);
+    let mut config = match own {
+        Some(own) => own.map_err(|e| e.to_string())?,
+        None => {
+            if !settings.manifest.exists() {
+                return Err(format!(
+                    "no model manifest at {} (nor in SHOPRANK_HOME, the XDG data folder, \
+                     /usr/local/share/shoprank, /usr/share/shoprank or above the binary): \
+                     pass --manifest or set SHOPRANK_HOME to a folder with models/manifest.toml",
+                    settings.manifest.display()
+                ));
+            }
+            let mut config =
+                EncoderConfig::from_manifest(&settings.manifest, settings.model.as_deref())
+                    .map_err(|e| e.to_string())?;
+            if let Some(dir) = &settings.model_dir {
+                config.dir = dir.clone();
+            }
+            config
+        }
+    };
     if let Some(precision) = settings.precision {
         config.precision = precision;
     }
+    Ok(config)
+}
+
+/// Loads the encoder named by the settings; `Err(reason)` says why there is none.
+pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
+    let config = encoder_config(settings)?;
     let device = device::select(settings.device).map_err(|e| e.to_string())?;
     Encoder::load(config, device).map_err(|e| e.to_string())
 }

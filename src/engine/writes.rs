@@ -117,6 +117,12 @@ impl Engine {
         if name == self.generation().meta.name {
             return Ok(false);
         }
+        if let Some(other) = self.other_model(&name) {
+            return Err(Error::Config(format!(
+                "generation {name} was encoded by model `{other}`, this process runs `{}`: not switching to it (restart with that model)",
+                self.encoder.as_ref().map_or("", |e| e.id())
+            )));
+        }
         self.commit_pending(w)?;
         let gen = index::open_named(&self.data_dir, &name, self.encoder.as_deref())?;
         let (writer, snapshot) = LiveWriter::open(&self.data_dir, gen, self.encoder.clone())?;
@@ -124,6 +130,16 @@ impl Engine {
         self.swap(snapshot);
         tracing::info!(generation = %name, "switched to a generation published by another process");
         Ok(true)
+    }
+
+    /// The model of generation `name` when it differs from this process's: its vectors
+    /// cannot be searched with this encoder's query vectors, nor extended by its writes.
+    fn other_model(&self, name: &str) -> Option<String> {
+        let encoder = self.encoder.as_ref()?;
+        let path = index::generation_dir(&self.data_dir, name).join("meta.json");
+        let meta: index::GenerationMeta =
+            serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+        meta.model_id.filter(|id| id != encoder.id())
     }
 
     /// Commits pending writes every commit interval and follows generations published

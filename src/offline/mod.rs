@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! judged queries -> eval (metrics, significance, reports) -> tune (weights, held-out gate)
-//! search log + events -> judgments (click models) -> eval / tune
+//! search log + events -> judgments (click models) -> eval / tune / train (the encoder)
 //! shared catalogs -> personal (simulated shoppers) ; synth (large synthetic catalogs)
 //! ```
 //! Used by the CLI and by the console's eval route (`GET /profiles/{name}/eval`) only;
@@ -13,4 +13,5 @@ pub mod eval;
 pub mod judgments;
 pub mod personal;
 pub mod synth;
+pub mod train;
 pub mod tune;

@@ -19,5 +19,6 @@ mod rerank;
 mod rules;
 mod security;
 mod taobao_replay;
+mod training;
 mod tuning;
 mod understanding;
