@@ -6,10 +6,13 @@
 //! Quantization is symmetric per row: `scale = max |x| / 127`, `code = round(x / scale)`,
 //! so `x ≈ code × scale` (error at most `scale / 2` per component).
 //!
-//! Above [`ANN_ROWS`] rows, [`Vectors::nearest`] searches an HNSW graph ([usearch], int8
-//! storage, cosine) built when the rows are loaded and kept current by [`Vectors::push`]
-//! and [`Vectors::set`], and rescores what it finds with the exact query; below it the
-//! scan is exact. A filter is applied inside the graph search; when it leaves fewer than
+//! Above [`ANN_ROWS`] rows, [`Vectors::nearest`] searches an HNSW graph ([usearch], cosine)
+//! built when the rows are loaded and kept current by [`Vectors::push`] and
+//! [`Vectors::set`], and rescores what it finds with the exact query; below it the scan is
+//! exact. The graph holds the rows' own int8 codes (and is searched with the query's):
+//! cosine ignores the per-row scale, and usearch's own float-to-int8 cast divides by the
+//! L2 norm and truncates, which leaves a 512-dim unit vector about a dozen levels per
+//! component and lost the graph a third of the worst query's neighbours at 1M rows. A filter is applied inside the graph search; when it leaves fewer than
 //! `k` rows reachable, the exact scan answers instead. The graph is shared by the copies
 //! of a [`Vectors`] (snapshots): rows past a copy's length are never returned to it.
 //!
@@ -39,6 +42,13 @@ const CONNECTIVITY: usize = 16;
 const EXPANSION_ADD: usize = 128;
 /// Candidates kept while searching (ef), at least `k`.
 const EXPANSION_SEARCH: usize = 256;
+
+/// Searches the graph can run at once. usearch keeps one search context per thread slot
+/// and fails a search that finds none free ("Reserve capacity ahead of searches!"); the
+/// server runs searches on a blocking pool with many more threads than cores, and the
+/// failed ones fell back to the exact scan (a third of the searches at 4 connections on
+/// 2 cores). A slot costs a few kilobytes.
+const GRAPH_SLOTS: usize = 256;
 
 /// One chunk of rows: their codes, row-major, and one scale per row.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,26 +94,25 @@ impl Ann {
             multi: false,
         })
         .map_err(ann_err)?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         index
-            .reserve_capacity_and_threads(capacity.max(16), threads)
+            .reserve_capacity_and_threads(capacity.max(16), GRAPH_SLOTS)
             .map_err(ann_err)?;
         Ok(Ann(index))
     }
 
-    /// Adds (or replaces) row `key`, growing the graph's capacity as needed.
-    fn put(&self, key: usize, row: &[f32]) -> Result<()> {
+    /// Adds (or replaces) row `key` by its int8 codes, growing the graph's capacity as
+    /// needed.
+    fn put(&self, key: usize, codes: &[i8]) -> Result<()> {
         let key = key as u64;
         if self.0.contains(key) {
             self.0.remove(key).map_err(ann_err)?;
         }
         if self.0.size() + 1 > self.0.capacity() {
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
             self.0
-                .reserve_capacity_and_threads(self.0.capacity() * 2, threads)
+                .reserve_capacity_and_threads(self.0.capacity() * 2, GRAPH_SLOTS)
                 .map_err(ann_err)?;
         }
-        self.0.add(key, row).map_err(ann_err)
+        self.0.add(key, codes).map_err(ann_err)
     }
 }
 
@@ -171,7 +180,7 @@ impl Vectors {
                     if i >= self.len {
                         return;
                     }
-                    if let Err(e) = ann.0.add(i as u64, &self.row(i)) {
+                    if let Err(e) = ann.0.add(i as u64, self.codes(i).0) {
                         *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(ann_err(e));
                         return;
                     }
@@ -209,7 +218,7 @@ impl Vectors {
         let scale = quantize(row, &mut last.codes);
         last.scales.push(scale);
         if let Some(ann) = &self.ann {
-            ann.put(self.len, row)?;
+            ann.put(self.len, self.codes(self.len).0)?;
         }
         self.len += 1;
         Ok(())
@@ -231,7 +240,7 @@ impl Vectors {
         chunk.codes[at..at + self.dim].copy_from_slice(&codes);
         chunk.scales[i % CHUNK_ROWS] = scale;
         if let Some(ann) = &self.ann {
-            ann.put(i, row)?;
+            ann.put(i, &codes)?;
         }
         Ok(())
     }
@@ -297,13 +306,32 @@ impl Vectors {
         if kept * 4 < sample {
             return self.nearest_exact(query, k, keep);
         }
+        self.graph_search(ann, query, k, &keep)
+            .unwrap_or_else(|| self.nearest_exact(query, k, keep))
+    }
+
+    /// The graph's answer for [`Vectors::nearest`], rescored; `None` when the graph could not
+    /// search or reached fewer than `k` rows.
+    fn graph_search(
+        &self,
+        ann: &Ann,
+        query: &[f32],
+        k: usize,
+        keep: impl Fn(usize) -> bool,
+    ) -> Option<Vec<(u32, f32)>> {
         let len = self.len;
-        let found = ann.0.filtered_search(query, k * OVERSAMPLE, |key| {
+        let mut codes = Vec::with_capacity(self.dim);
+        quantize(query, &mut codes);
+        let found = ann.0.filtered_search(&codes, k * OVERSAMPLE, |key| {
             (key as usize) < len && keep(key as usize)
         });
         let keys = match found {
             Ok(m) if m.keys.len() >= k.min(len) => m.keys,
-            _ => return self.nearest_exact(query, k, keep),
+            Ok(_) => return None,
+            Err(e) => {
+                tracing::warn!("vector graph search failed, scanning instead: {e}");
+                return None;
+            }
         };
         let mut scored: Vec<(u32, f32)> = keys
             .into_iter()
@@ -311,7 +339,7 @@ impl Vectors {
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         scored.truncate(k);
-        scored
+        Some(scored)
     }
 
     /// [`Vectors::nearest`] by scoring every row with its int8 codes.
@@ -565,6 +593,43 @@ mod tests {
         let moved = unit(gauss(1.0));
         v.set(3, &moved).unwrap();
         assert_eq!(v.nearest(&moved, 5, |_| true)[0].0, 3);
+    }
+
+    /// Regression: usearch had one search slot per core, so with more searches at once
+    /// than cores (the server's blocking pool) a search failed and fell back to the
+    /// exact scan.
+    #[test]
+    fn graph_search_survives_more_concurrent_searches_than_cores() {
+        let mut rng = crate::util::Rng(5);
+        let rows: Vec<Vec<f32>> = (0..ANN_ROWS + 100)
+            .map(|_| (0..32).map(|_| rng.unit() as f32 - 0.5).collect())
+            .collect();
+        let v = Vectors::from_rows(32, rows.clone()).unwrap();
+        let ann = v.ann.as_deref().expect("above ANN_ROWS there is a graph");
+        let threads = 4 * std::thread::available_parallelism().map_or(1, |n| n.get()) + 8;
+        let start = std::sync::Barrier::new(threads);
+        let failed = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (v, start, failed, q) = (&v, &start, &failed, &rows[t * 31]);
+                s.spawn(move || {
+                    start.wait();
+                    // The filter's first call holds the search (and its slot) for a while,
+                    // so that every thread's search is in flight at once.
+                    let first = std::cell::Cell::new(true);
+                    let keep = |_| {
+                        if first.replace(false) {
+                            std::thread::sleep(std::time::Duration::from_millis(100));
+                        }
+                        true
+                    };
+                    if v.graph_search(ann, q, 10, keep).is_none() {
+                        failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        assert_eq!(failed.into_inner(), 0, "graph searches that fell back");
     }
 
     #[test]
