@@ -86,6 +86,7 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
         explain: a.explain,
         user: a.user,
         overrides: Default::default(),
+        bm25: None,
         all_candidates: false,
     };
     let res = engine.search(&req)?;

@@ -25,6 +25,9 @@ pub struct SearchRequest {
     pub user: Option<String>,
     /// Weights replacing the profile's for this request only (`w.semantic=0.6`).
     pub overrides: std::collections::BTreeMap<String, f32>,
+    /// BM25 parameters replacing the profile's for this request only (`shoprank tune`
+    /// tries settings this way).
+    pub bm25: Option<crate::retrieve::Bm25Settings>,
     /// List every ranked candidate as a hit, matches or not (offline `eval` and `tune`
     /// score the ranking; `no_match` still tells whether anything matched).
     pub all_candidates: bool,
@@ -42,6 +45,7 @@ impl SearchRequest {
             explain: false,
             user: None,
             overrides: Default::default(),
+            bm25: None,
             all_candidates: false,
         }
     }

@@ -88,6 +88,7 @@ impl TryFrom<SearchParams> for SearchRequest {
         }
         Ok(SearchRequest {
             overrides,
+            bm25: None,
             all_candidates: false,
             query: p
                 .q
