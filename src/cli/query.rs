@@ -84,6 +84,7 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
         size,
         profile: a.profile,
         explain: a.explain,
+        explain_terms: true,
         user: a.user,
         overrides: Default::default(),
         bm25: None,

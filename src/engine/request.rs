@@ -21,6 +21,9 @@ pub struct SearchRequest {
     pub profile: Option<String>,
     /// Include the per-hit breakdown.
     pub explain: bool,
+    /// With `explain`, also tantivy's per-term BM25 breakdown of each hit (most of
+    /// explain's cost; `shoprank tune` needs the features only).
+    pub explain_terms: bool,
     /// The shopper, for personalized ranking.
     pub user: Option<String>,
     /// Weights replacing the profile's for this request only (`w.semantic=0.6`).
@@ -43,6 +46,7 @@ impl SearchRequest {
             size: 10,
             profile: None,
             explain: false,
+            explain_terms: true,
             user: None,
             overrides: Default::default(),
             bm25: None,

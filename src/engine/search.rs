@@ -394,7 +394,7 @@ impl Engine {
             .skip((req.page - 1) * req.size)
             .take(req.size)
             .collect();
-        let mut bm25_terms = match req.explain {
+        let mut bm25_terms = match req.explain && req.explain_terms {
             true => {
                 let ords: Vec<u32> = page.iter().map(|s| s.ord).collect();
                 retrieve::explain_bm25(&gen, &words, profile.text_scoring(), &ords)?

@@ -19,7 +19,7 @@
 //!
 //! BM25 parameters change the candidates, so each setting tried is searched again (the
 //! encoder's query cache keeps the query vectors, so only retrieval and ranking run):
-//! coordinate search over (field, k1 or b) on small grids ([`K1_GRID`], [`B_GRID`]), a
+//! coordinate search over (fields, k1 or b) on small grids ([`K1_GRID`], [`B_GRID`]), a
 //! setting scored by the training metric after one weight ascent from the base weights;
 //! the best setting then gets the full weight search. See [`tune_with_bm25`].
 
@@ -90,6 +90,7 @@ pub fn collect(
         let mut req = SearchRequest::new(query.clone());
         req.profile = Some(profile.to_string());
         req.explain = true;
+        req.explain_terms = false;
         req.size = MAX_PAGE_SIZE;
         req.all_candidates = true;
         req.bm25 = bm25.cloned();
@@ -541,7 +542,8 @@ pub const B_GRID: &[f32] = &[0.0, 0.25, 0.4, 0.6, 0.75, 0.9, 1.0];
 const BM25_ROUNDS: usize = 2;
 
 /// Tunes BM25 k1 and b of `fields` and then the weights: a coordinate search over
-/// (field, k1 or b) on [`K1_GRID`] and [`B_GRID`], each setting searched with the engine
+/// (all `fields` together, then each field alone) × (k1 or b) on [`K1_GRID`] and
+/// [`B_GRID`], each setting searched with the engine
 /// (`collect`) and scored by the training metric after one weight ascent from the base
 /// weights; rounds until no coordinate moves. The best setting gets [`tune`]'s full weight
 /// search, and the report compares it (its candidates, its weights) with the base profile
@@ -580,25 +582,35 @@ pub fn tune_with_bm25(
     let train_base = score(base_data);
     let mut tried: Vec<(Bm25Settings, f64)> = vec![(base.bm25.clone(), train_base)];
     let (mut chosen, mut chosen_score, mut chosen_data) = (base.bm25.clone(), train_base, None);
+    // The fields together first (their parameters interact: on Multi-CPR b = 0 helps only
+    // in both title fields at once), then each alone.
+    let mut targets: Vec<Vec<String>> = present.iter().map(|f| vec![f.clone()]).collect();
+    if present.len() > 1 {
+        targets.insert(0, present.clone());
+    }
     for round in 0..BM25_ROUNDS {
         let before = chosen.clone();
-        for field in &present {
+        for target in &targets {
             for k1_axis in [true, false] {
                 let grid = if k1_axis { K1_GRID } else { B_GRID };
                 for &v in grid {
-                    let mut p = chosen.params(field);
-                    match k1_axis {
-                        true => p.k1 = v,
-                        false => p.b = v,
-                    }
                     let mut setting = chosen.clone();
-                    setting.set(field, p);
+                    for field in target {
+                        let mut p = setting.params(field);
+                        match k1_axis {
+                            true => p.k1 = v,
+                            false => p.b = v,
+                        }
+                        setting.set(field, p);
+                    }
                     if tried.iter().any(|(s, _)| s == &setting) {
                         continue;
                     }
                     let data = collect(engine, base_name, Some(&setting), queries, qrels)?;
                     let s = score(&data);
-                    tracing::info!(round, field = field.as_str(), ?p, train = s, "bm25 setting");
+                    let fields = target.join(" + ");
+                    let (param, value) = (if k1_axis { "k1" } else { "b" }, v);
+                    tracing::info!(round, fields, param, value, train = s, "bm25 setting");
                     tried.push((setting.clone(), s));
                     if s > chosen_score + 1e-9 {
                         (chosen, chosen_score, chosen_data) = (setting, s, Some(data));

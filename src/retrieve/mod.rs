@@ -19,7 +19,8 @@ use serde::Serialize;
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery,
+    TermQuery,
 };
 
 pub use bm25::{Bm25Params, Bm25Settings, FieldBm25};
@@ -441,6 +442,8 @@ pub fn explain_bm25(
         .iter()
         .map(|(spec, f)| (f.field_id(), spec.name.as_str()))
         .collect();
+    // One weight for all rows (`Query::explain` would build one per row).
+    let weight = q.weight(EnableScoring::enabled_from_searcher(&gen.searcher))?;
     let mut out = Vec::with_capacity(ords.len());
     for &ord in ords {
         let by_ord = TermQuery::new(
@@ -451,9 +454,10 @@ pub fn explain_bm25(
             .searcher
             .search(&by_ord, &TopDocs::with_limit(1).order_by_score())?;
         // No document, or one matching none of the words (a vector-only candidate).
-        let explanation = hit
-            .first()
-            .and_then(|(_, addr)| q.explain(&gen.searcher, *addr).ok());
+        let explanation = hit.first().and_then(|(_, addr)| {
+            let reader = gen.searcher.segment_reader(addr.segment_ord);
+            weight.explain(reader, addr.doc_id).ok()
+        });
         out.push(explanation.map(|e| {
             let tree: serde_json::Value =
                 serde_json::from_str(&e.to_pretty_json()).unwrap_or_default();

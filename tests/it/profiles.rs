@@ -317,6 +317,9 @@ fn explain_breaks_bm25_down_by_field_and_term() {
         e.bm25_raw
     );
     assert!(terms["tantivy"]["details"].is_array());
+    req.explain_terms = false;
+    let e = engine.search(&req).unwrap().hits[0].explain.clone().unwrap();
+    assert!(e.bm25_terms.is_none() && !e.features.is_empty());
     req.explain = false;
     assert!(engine.search(&req).unwrap().hits[0].explain.is_none());
 }
