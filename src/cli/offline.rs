@@ -232,14 +232,7 @@ pub fn tune(settings: Settings, a: TuneArgs) -> anyhow::Result<()> {
         let data = tune::collect(&engine, &a.profile, None, &queries, &qrels)?;
         tune::tune(&data, &a.profile, &base, &opts)?
     } else {
-        tune::tune_with_bm25(
-            &engine,
-            &a.profile,
-            &queries,
-            &qrels,
-            &a.bm25_fields,
-            &opts,
-        )?
+        tune::tune_with_bm25(&engine, &a.profile, &queries, &qrels, &a.bm25_fields, &opts)?
     };
     let written = if report.improved {
         Some(tune::write_profile(

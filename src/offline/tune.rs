@@ -396,7 +396,10 @@ fn check_options(opts: &TuneOptions) -> Result<()> {
 }
 
 /// (held-out, training) queries of `data`.
-fn split<'a>(data: &'a [QueryData], opts: &TuneOptions) -> (Vec<&'a QueryData>, Vec<&'a QueryData>) {
+fn split<'a>(
+    data: &'a [QueryData],
+    opts: &TuneOptions,
+) -> (Vec<&'a QueryData>, Vec<&'a QueryData>) {
     data.iter()
         .partition(|q| is_held_out(&q.qid, opts.holdout, opts.seed))
 }
@@ -436,7 +439,11 @@ fn tune_weights(
     opts: &TuneOptions,
 ) -> Result<(TuneReport, Profile)> {
     check_options(opts)?;
-    if base_data.iter().map(|q| &q.qid).ne(data.iter().map(|q| &q.qid)) {
+    if base_data
+        .iter()
+        .map(|q| &q.qid)
+        .ne(data.iter().map(|q| &q.qid))
+    {
         return Err(Error::Internal(
             "the candidates of two BM25 settings are for different queries".into(),
         ));

@@ -532,7 +532,10 @@ mod tests {
         let d = Profile::parse("[weights]\nbm25 = 1.0\n", path).unwrap();
         assert!(d.bm25.is_default() && d.tie_break == TieBreak::Row);
         let toml = Profile::default_profile().to_toml();
-        assert!(!toml.contains("bm25]") && !toml.contains("tie_break"), "{toml}");
+        assert!(
+            !toml.contains("bm25]") && !toml.contains("tie_break"),
+            "{toml}"
+        );
         for (bad, needle) in [
             ("[bm25.fields.colour]\nk1 = 1.0\n", "colour"),
             ("[bm25]\nk1 = -0.5\n", "k1 must be a finite number >= 0"),
@@ -542,8 +545,7 @@ mod tests {
             ("tie_break = \"cheapest\"\n", "price_asc"),
         ] {
             // Top-level keys go before the first table.
-            let err = Profile::parse(&format!("{bad}[weights]\nbm25 = 1.0\n"), path)
-                .unwrap_err();
+            let err = Profile::parse(&format!("{bad}[weights]\nbm25 = 1.0\n"), path).unwrap_err();
             assert_eq!(err.code(), "invalid_profile");
             assert!(err.to_string().contains(needle), "{bad}: {err}");
         }

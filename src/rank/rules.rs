@@ -515,8 +515,7 @@ impl Active {
         }
         if out.iter().any(|a| a.boosted > 0) {
             ranked.sort_by(|a, b| {
-                (b.score.total_cmp(&a.score))
-                    .then_with(|| super::tie_order(gen, tie, a.ord, b.ord))
+                (b.score.total_cmp(&a.score)).then_with(|| super::tie_order(gen, tie, a.ord, b.ord))
             });
         }
         out

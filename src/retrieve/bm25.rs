@@ -15,9 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tantivy::fieldnorm::FieldNormReader;
 use tantivy::postings::{Postings, SegmentPostings};
-use tantivy::query::{
-    EmptyScorer, EnableScoring, Explanation, Query, Scorer, TermQuery, Weight,
-};
+use tantivy::query::{EmptyScorer, EnableScoring, Explanation, Query, Scorer, TermQuery, Weight};
 use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::{DocId, DocSet, Score, SegmentReader, TantivyError, Term};
 
@@ -52,7 +50,10 @@ impl Bm25Params {
             ));
         }
         if !(0.0..=1.0).contains(&self.b) {
-            return Err(format!("bm25{what}: b must be within 0..=1, got {}", self.b));
+            return Err(format!(
+                "bm25{what}: b must be within 0..=1, got {}",
+                self.b
+            ));
         }
         Ok(())
     }
@@ -222,7 +223,11 @@ struct Bm25TermWeight {
 }
 
 impl Bm25TermWeight {
-    fn term_scorer(&self, reader: &SegmentReader, boost: Score) -> tantivy::Result<Option<Bm25TermScorer>> {
+    fn term_scorer(
+        &self,
+        reader: &SegmentReader,
+        boost: Score,
+    ) -> tantivy::Result<Option<Bm25TermScorer>> {
         let field = self.term.field();
         let inverted = reader.inverted_index(field)?;
         let Some(info) = inverted.get_term_info(&self.term)? else {
@@ -274,8 +279,14 @@ impl Weight for Bm25TermWeight {
             FieldNormReader::id_to_fieldnorm(id) as Score,
         );
         tf.add_const("avgdl, average length of field", self.avg_fieldnorm);
-        let mut idf = Explanation::new("idf, computed as log(1 + (N - n + 0.5) / (n + 0.5))", self.idf);
-        idf.add_const("n, number of docs containing this term", self.doc_freq as Score);
+        let mut idf = Explanation::new(
+            "idf, computed as log(1 + (N - n + 0.5) / (n + 0.5))",
+            self.idf,
+        );
+        idf.add_const(
+            "n, number of docs containing this term",
+            self.doc_freq as Score,
+        );
         idf.add_const("N, total number of docs", self.docs as Score);
         // The description starts like tantivy's, which `explain_bm25` looks for.
         let mut e = Explanation::new_with_string(
@@ -381,7 +392,10 @@ mod tests {
         for word in ["red", "shoe", "blue", "hat", "absent"] {
             let theirs = scores(
                 &searcher,
-                &TermQuery::new(Term::from_field_text(text, word), IndexRecordOption::WithFreqs),
+                &TermQuery::new(
+                    Term::from_field_text(text, word),
+                    IndexRecordOption::WithFreqs,
+                ),
             );
             let mine = scores(&searcher, &*ours(text, word, DEFAULT_K1, DEFAULT_B));
             assert_eq!(theirs.len(), mine.len(), "{word}");
@@ -393,7 +407,10 @@ mod tests {
         // Also boosted inside a disjunction, as `text_query` builds it.
         let q = |mk: &dyn Fn(&str) -> Box<dyn Query>| -> Box<dyn Query> {
             Box::new(BooleanQuery::new(vec![
-                (Occur::Should, Box::new(BoostQuery::new(mk("red"), 1.0)) as Box<dyn Query>),
+                (
+                    Occur::Should,
+                    Box::new(BoostQuery::new(mk("red"), 1.0)) as Box<dyn Query>,
+                ),
                 (Occur::Should, Box::new(BoostQuery::new(mk("shoe"), 0.5))),
             ]))
         };
@@ -406,7 +423,10 @@ mod tests {
                 ))
             }),
         );
-        let mine = scores(&searcher, &*q(&|w: &str| ours(text, w, DEFAULT_K1, DEFAULT_B)));
+        let mine = scores(
+            &searcher,
+            &*q(&|w: &str| ours(text, w, DEFAULT_K1, DEFAULT_B)),
+        );
         assert_eq!(theirs.len(), 6);
         for (t, m) in theirs.iter().zip(&mine) {
             assert_eq!(t.0, m.0);
@@ -429,7 +449,10 @@ mod tests {
         ]);
         let flat = scores(&searcher, &*ours(text, "shoe", 1.2, 0.0));
         assert_eq!(flat.len(), 3);
-        assert!(flat.iter().all(|s| (s.1 - flat[0].1).abs() < 1e-6), "{flat:?}");
+        assert!(
+            flat.iter().all(|s| (s.1 - flat[0].1).abs() < 1e-6),
+            "{flat:?}"
+        );
         let full = scores(&searcher, &*ours(text, "shoe", 1.2, 1.0));
         assert_eq!(full.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
         let tantivy = scores(&searcher, &*ours(text, "shoe", 1.2, 0.75));
@@ -447,7 +470,10 @@ mod tests {
             s[0].1 / s[1].1
         };
         let (low, mid, high) = (at(0.1), at(1.2), at(10.0));
-        assert!(low < 1.1, "k1 0.1: once is almost as good as three times ({low})");
+        assert!(
+            low < 1.1,
+            "k1 0.1: once is almost as good as three times ({low})"
+        );
         assert!(low < mid && mid < high, "{low} {mid} {high}");
         assert!(high > 2.0, "k1 10: nearly linear in tf ({high})");
         // k1 = 0: a term counts once however often it occurs.
@@ -464,9 +490,17 @@ mod tests {
         let e = q.explain(&searcher, addr).unwrap();
         assert!((e.value() - best.1).abs() < 1e-6);
         let json = e.to_pretty_json();
-        assert!(json.contains("TermQuery with BM25 k1 = 0.9, b = 0.4"), "{json}");
-        assert!(json.contains(r#"Term=Term(field=0, type=Str, \"red\")"#), "{json}");
-        assert!(q.explain(&searcher, tantivy::DocAddress::new(0, 6)).is_err());
+        assert!(
+            json.contains("TermQuery with BM25 k1 = 0.9, b = 0.4"),
+            "{json}"
+        );
+        assert!(
+            json.contains(r#"Term=Term(field=0, type=Str, \"red\")"#),
+            "{json}"
+        );
+        assert!(q
+            .explain(&searcher, tantivy::DocAddress::new(0, 6))
+            .is_err());
         // Counting ignores scoring.
         assert_eq!(q.count(&searcher).unwrap(), 4);
     }
@@ -476,7 +510,13 @@ mod tests {
         let mut s = Bm25Settings::default();
         assert!(s.is_default());
         s.set("title", Bm25Params { k1: 0.9, b: 0.75 });
-        assert_eq!(s.fields["title"], FieldBm25 { k1: Some(0.9), b: None });
+        assert_eq!(
+            s.fields["title"],
+            FieldBm25 {
+                k1: Some(0.9),
+                b: None
+            }
+        );
         assert_eq!(s.params("title"), Bm25Params { k1: 0.9, b: 0.75 });
         assert_eq!(s.params("brand"), Bm25Params::DEFAULT);
         s.set("title", Bm25Params::DEFAULT);
@@ -486,7 +526,10 @@ mod tests {
             (r#"fields = { colour = { k1 = 1.0 } }"#, "colour"),
             ("k1 = -1.0", "k1"),
             ("b = 1.5", "b must"),
-            (r#"fields = { "title.bigram" = { b = -0.1 } }"#, "title.bigram"),
+            (
+                r#"fields = { "title.bigram" = { b = -0.1 } }"#,
+                "title.bigram",
+            ),
             ("k1 = inf", "k1"),
         ] {
             let s: Bm25Settings = toml::from_str(bad).unwrap();

@@ -19,8 +19,7 @@ use serde::Serialize;
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery,
-    TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
 };
 
 pub use bm25::{Bm25Params, Bm25Settings, FieldBm25};

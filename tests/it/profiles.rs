@@ -61,9 +61,18 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
         ("[weights]\npopularty = 1.0\n", "popularty"),
         ("[weights]\npopularity = \"x\"\n", "popularity"),
         ("[weights", ""),
-        ("[weights]\npopularity = 1.0\n[bm25]\nb = 1.5\n", "b must be within 0..=1"),
-        ("[weights]\npopularity = 1.0\n[bm25.fields.colour]\nk1 = 1.0\n", "colour"),
-        ("tie_break = \"random\"\n[weights]\npopularity = 1.0\n", "random"),
+        (
+            "[weights]\npopularity = 1.0\n[bm25]\nb = 1.5\n",
+            "b must be within 0..=1",
+        ),
+        (
+            "[weights]\npopularity = 1.0\n[bm25.fields.colour]\nk1 = 1.0\n",
+            "colour",
+        ),
+        (
+            "tie_break = \"random\"\n[weights]\npopularity = 1.0\n",
+            "random",
+        ),
     ] {
         let (s, b) = common::call(&state, put("pop", bad)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
@@ -318,7 +327,10 @@ fn explain_breaks_bm25_down_by_field_and_term() {
     );
     assert!(terms["tantivy"]["details"].is_array());
     req.explain_terms = false;
-    let e = engine.search(&req).unwrap().hits[0].explain.clone().unwrap();
+    let e = engine.search(&req).unwrap().hits[0]
+        .explain
+        .clone()
+        .unwrap();
     assert!(e.bm25_terms.is_none() && !e.features.is_empty());
     req.explain = false;
     assert!(engine.search(&req).unwrap().hits[0].explain.is_none());
@@ -330,7 +342,9 @@ fn bm25_parameters_per_field_rescore_what_they_name_and_explain_says_so() {
     let engine = common::open_engine(data.path(), None);
     // The built-in `bm25` profile with title's k1 0.5 and b 0.
     let mut profile = shoprank::rank::Profile::bm25_profile();
-    profile.bm25.set("title", shoprank::retrieve::Bm25Params { k1: 0.5, b: 0.0 });
+    profile
+        .bm25
+        .set("title", shoprank::retrieve::Bm25Params { k1: 0.5, b: 0.0 });
     engine.put_profile("flat", &profile.to_toml()).unwrap();
     let search = |profile: &str| {
         let mut req = SearchRequest::new("苹果手机壳");
@@ -364,7 +378,10 @@ fn bm25_parameters_per_field_rescore_what_they_name_and_explain_says_so() {
         };
         // Only `title` has other parameters: the other fields score as before.
         for field in ["title.bigram", "brand", "brand.bigram", "category"] {
-            assert!((score(&mine, field) - score(&theirs, field)).abs() < 1e-4, "{field}");
+            assert!(
+                (score(&mine, field) - score(&theirs, field)).abs() < 1e-4,
+                "{field}"
+            );
         }
         title_changed |= (score(&mine, "title") - score(&theirs, "title")).abs() > 1e-3;
         if score(&mine, "title") > 0.0 {
@@ -380,7 +397,13 @@ fn bm25_parameters_per_field_rescore_what_they_name_and_explain_says_so() {
     req.bm25 = Some(profile.bm25.clone());
     req.size = 100;
     req.all_candidates = true;
-    let over: Vec<f32> = engine.search(&req).unwrap().hits.iter().map(|h| h.score).collect();
+    let over: Vec<f32> = engine
+        .search(&req)
+        .unwrap()
+        .hits
+        .iter()
+        .map(|h| h.score)
+        .collect();
     let flat_scores: Vec<f32> = flat.iter().map(|h| h.score).collect();
     assert_eq!(over, flat_scores);
     req.bm25.as_mut().unwrap().k1 = -1.0;
@@ -401,16 +424,20 @@ fn ties_follow_the_profiles_tie_break() {
         req.size = 100;
         let hits = engine.search(&req).unwrap().hits;
         assert!(hits.len() > 5 && hits.iter().all(|h| h.score == 0.0));
-        hits.iter()
-            .map(|h| gen.by_id[&h.id])
-            .collect::<Vec<u32>>()
+        hits.iter().map(|h| gen.by_id[&h.id]).collect::<Vec<u32>>()
     };
     let rows = order("row");
     assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
     let product = |o: &u32| &gen.products[*o as usize];
-    let sales: Vec<u64> = order("popularity").iter().map(|o| product(o).sales).collect();
+    let sales: Vec<u64> = order("popularity")
+        .iter()
+        .map(|o| product(o).sales)
+        .collect();
     assert!(sales.windows(2).all(|w| w[0] >= w[1]), "{sales:?}");
-    assert_ne!(sales, rows.iter().map(|o| product(o).sales).collect::<Vec<_>>());
+    assert_ne!(
+        sales,
+        rows.iter().map(|o| product(o).sales).collect::<Vec<_>>()
+    );
     let prices: Vec<f64> = (order("price_asc").iter())
         .map(|o| product(o).price.unwrap_or(f64::INFINITY))
         .collect();

@@ -156,8 +156,15 @@ fn tune_searches_bm25_parameters_and_the_written_profile_scores_as_reported() {
         restarts: 1,
         ..TuneOptions::default()
     };
-    let err = tune::tune_with_bm25(&engine, "lexical", &queries, &qrels, &["colour".into()], &opts)
-        .unwrap_err();
+    let err = tune::tune_with_bm25(
+        &engine,
+        "lexical",
+        &queries,
+        &qrels,
+        &["colour".into()],
+        &opts,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("colour"), "{err}");
     let fields = ["title".to_string(), "shop".to_string()];
     let (report, tuned) =
