@@ -390,6 +390,20 @@ fn bm25_parameters_per_field_rescore_what_they_name_and_explain_says_so() {
         }
     }
     assert!(title_changed, "k1 0.5 and b 0 rescore title terms");
+    // `/rerank` of indexed products scores BM25 with the same parameters.
+    let rerank = shoprank::engine::RerankRequest {
+        query: "苹果手机壳".into(),
+        documents: (flat.iter().take(5))
+            .map(|h| shoprank::engine::RerankDocument::Product(h.id.clone()))
+            .collect(),
+        profile: Some("flat".into()),
+        user: None,
+        explain: true,
+    };
+    for r in engine.rerank(&rerank).unwrap() {
+        let raw = r.explain.unwrap().bm25_raw;
+        assert!((raw - flat[r.index].explain.as_ref().unwrap().bm25_raw).abs() < 1e-5);
+    }
     assert_eq!(flat.len(), stock.len(), "the same candidates match");
     // A request may carry its own parameters (what `shoprank tune` does).
     let mut req = SearchRequest::new("苹果手机壳");
