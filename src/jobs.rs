@@ -200,7 +200,7 @@ pub fn check_gates(
             &words,
             None,
             &Filters::default(),
-            &Default::default(),
+            Default::default(),
             10,
             0,
         )?

@@ -51,6 +51,13 @@ pub struct TuneArgs {
     /// The profile to start from (its boosts and candidate counts are kept).
     #[arg(long, default_value = "default")]
     profile: String,
+    /// Fields whose BM25 k1 and b are searched too (comma-separated, as in `boosts`;
+    /// fields the index lacks are skipped). Each setting tried searches every query again.
+    #[arg(long, value_delimiter = ',', default_value = "title,title.bigram")]
+    bm25_fields: Vec<String>,
+    /// Tune the feature weights only (keep the profile's BM25 parameters).
+    #[arg(long)]
+    no_bm25: bool,
     /// Name of the profile to write (`DATA_DIR/profiles/NAME.toml`).
     #[arg(long)]
     out: String,
@@ -221,9 +228,12 @@ pub fn tune(settings: Settings, a: TuneArgs) -> anyhow::Result<()> {
         restarts: a.restarts,
     };
     let started = std::time::Instant::now();
-    let data = tune::collect(&engine, &a.profile, &queries, &qrels)?;
-    let searched = started.elapsed().as_secs_f64();
-    let (report, tuned) = tune::tune(&data, &a.profile, &base, &opts)?;
+    let (report, tuned) = if a.no_bm25 || a.bm25_fields.is_empty() {
+        let data = tune::collect(&engine, &a.profile, None, &queries, &qrels)?;
+        tune::tune(&data, &a.profile, &base, &opts)?
+    } else {
+        tune::tune_with_bm25(&engine, &a.profile, &queries, &qrels, &a.bm25_fields, &opts)?
+    };
     let written = if report.improved {
         Some(tune::write_profile(
             &settings.data_dir.join("profiles"),
@@ -240,11 +250,11 @@ pub fn tune(settings: Settings, a: TuneArgs) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    print_tune(&report, searched, started.elapsed().as_secs_f64());
+    print_tune(&report, started.elapsed().as_secs_f64());
     match written {
         Some(path) => println!("wrote profile `{}` to {}", a.out, path.display()),
         None => println!(
-            "the tuned weights do not beat `{}` on the held-out split: no profile written",
+            "the tuned profile does not beat `{}` on the held-out split: no profile written",
             a.profile
         ),
     }
@@ -475,14 +485,33 @@ pub fn judgments(a: JudgmentsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_tune(r: &tune::TuneReport, searched: f64, total: f64) {
+fn print_tune(r: &tune::TuneReport, total: f64) {
     let label = r.options.metric.label(r.options.k);
     println!(
-        "tuned `{}` for {label}: {} restarts of coordinate ascent over {} (searching {searched:.1}s, total {total:.1}s)",
+        "tuned `{}` for {label}: {} restarts of coordinate ascent over {} ({total:.1}s in all)",
         r.base,
         r.options.restarts,
         r.tuned_features.join(", ")
     );
+    if let Some(b) = &r.bm25 {
+        let fields: Vec<String> = (b.fields.iter())
+            .map(|(f, from, to)| {
+                format!("{f} k1 {} -> {}, b {} -> {}", from.k1, to.k1, from.b, to.b)
+            })
+            .collect();
+        println!(
+            "bm25: {}; {} settings searched in {:.1}s, {label} on train after one weight ascent {:.4} -> {:.4}{}",
+            if fields.is_empty() { "no field to search".to_string() } else { fields.join("; ") },
+            b.settings,
+            b.seconds,
+            b.train_base,
+            b.train_chosen,
+            match b.absent.is_empty() {
+                true => String::new(),
+                false => format!(" (not in this index: {})", b.absent.join(", ")),
+            }
+        );
+    }
     let (other, other_of): (String, fn(&QueryScores) -> f64) = match r.options.metric {
         Metric::Mrr => (format!("NDCG@{}", r.options.k), |s| s.ndcg),
         Metric::Ndcg => (format!("MRR@{}", r.options.k), |s| s.rr),

@@ -84,8 +84,10 @@ pub fn search(settings: Settings, a: SearchArgs) -> anyhow::Result<()> {
         size,
         profile: a.profile,
         explain: a.explain,
+        explain_terms: true,
         user: a.user,
         overrides: Default::default(),
+        bm25: None,
         all_candidates: false,
     };
     let res = engine.search(&req)?;

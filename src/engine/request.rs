@@ -21,10 +21,16 @@ pub struct SearchRequest {
     pub profile: Option<String>,
     /// Include the per-hit breakdown.
     pub explain: bool,
+    /// With `explain`, also tantivy's per-term BM25 breakdown of each hit (most of
+    /// explain's cost; `shoprank tune` needs the features only).
+    pub explain_terms: bool,
     /// The shopper, for personalized ranking.
     pub user: Option<String>,
     /// Weights replacing the profile's for this request only (`w.semantic=0.6`).
     pub overrides: std::collections::BTreeMap<String, f32>,
+    /// BM25 parameters replacing the profile's for this request only (`shoprank tune`
+    /// tries settings this way).
+    pub bm25: Option<crate::retrieve::Bm25Settings>,
     /// List every ranked candidate as a hit, matches or not (offline `eval` and `tune`
     /// score the ranking; `no_match` still tells whether anything matched).
     pub all_candidates: bool,
@@ -40,8 +46,10 @@ impl SearchRequest {
             size: 10,
             profile: None,
             explain: false,
+            explain_terms: true,
             user: None,
             overrides: Default::default(),
+            bm25: None,
             all_candidates: false,
         }
     }

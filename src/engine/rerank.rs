@@ -124,7 +124,7 @@ impl Engine {
             gen,
             &words,
             query_vector.as_deref(),
-            &profile.boosts,
+            profile.text_scoring(),
             &unique,
         )?;
         let personal = match (&req.user, &self.behavior) {

@@ -138,9 +138,9 @@ impl Engine {
                 synonyms: Vec::new(),
                 bigrams: gen.analysis.bigrams(text),
             };
-            let boosts = Default::default();
             let filters = retrieve::Filters::default();
-            retrieve::count_matches(&gen, &words.bigrams, &words, &boosts, &filters, min_share)
+            let scoring = Default::default();
+            retrieve::count_matches(&gen, &words.bigrams, &words, scoring, &filters, min_share)
                 .is_ok_and(|n| n > 0)
         };
         let mut out: Vec<Suggestion> = Vec::with_capacity(size);
@@ -164,8 +164,12 @@ impl Engine {
         let query = validate(req)?;
         let profile_name = req.profile.clone().unwrap_or_else(|| "default".into());
         let mut profile: Arc<Profile> = self.profiles().get(&profile_name)?;
-        if !req.overrides.is_empty() {
-            profile = Arc::new(Profile::with_overrides(&profile, &req.overrides)?);
+        if !req.overrides.is_empty() || req.bm25.is_some() {
+            profile = Arc::new(Profile::with_overrides(
+                &profile,
+                &req.overrides,
+                req.bm25.as_ref(),
+            )?);
         }
         let gen = self.generation();
         let mut timings = Timings::default();
@@ -264,7 +268,7 @@ impl Engine {
             &words,
             query_vector.as_deref(),
             &filters,
-            &profile.boosts,
+            profile.text_scoring(),
             bm25_candidates,
             match semantic_wanted {
                 true => profile.candidates.vector,
@@ -281,7 +285,7 @@ impl Engine {
             _ => None,
         };
         let mut ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
-        let mut applied = active.hide_and_boost(&gen, &mut ranked);
+        let mut applied = active.hide_and_boost(&gen, &mut ranked, profile.tie_break);
         let hidden: usize = applied.iter().map(|a| a.hidden.len()).sum();
         let ranked = rank::diversify(
             ranked,
@@ -373,7 +377,7 @@ impl Engine {
                 &gen,
                 &terms,
                 &words,
-                &profile.boosts,
+                profile.text_scoring(),
                 &filters,
                 matching.min_share,
             )?;
@@ -390,10 +394,10 @@ impl Engine {
             .skip((req.page - 1) * req.size)
             .take(req.size)
             .collect();
-        let mut bm25_terms = match req.explain {
+        let mut bm25_terms = match req.explain && req.explain_terms {
             true => {
                 let ords: Vec<u32> = page.iter().map(|s| s.ord).collect();
-                retrieve::explain_bm25(&gen, &words, &profile.boosts, &ords)?
+                retrieve::explain_bm25(&gen, &words, profile.text_scoring(), &ords)?
             }
             false => Vec::new(),
         }

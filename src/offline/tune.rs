@@ -1,19 +1,27 @@
 //! Tuning: judged queries + an engine + a base profile -> feature weights found by
-//! coordinate ascent on a training split, checked on a held-out split.
+//! coordinate ascent on a training split (and, optionally, BM25 k1 and b of a few fields
+//! found by a grid search around it), checked on a held-out split.
 //!
 //! Searching is the slow part, so each judged query is searched once with the base profile
 //! and `explain`: every ranked candidate is kept with its feature values. Without a user
 //! the engine's score is exactly `Σ weight × value` over those features (the personal
 //! features and their relevance gate only exist for a known user, see `rank`), so a new
-//! weight vector re-scores the cached candidates without searching again; ties break by
-//! row as in `rank::rank`. The candidate set itself depends on the profile's boosts and
-//! candidate counts, not on its weights, so it stays valid while the weights move.
+//! weight vector re-scores the cached candidates without searching again; equal scores
+//! keep the engine's tie-break order (recorded per candidate). The candidate set and the
+//! `bm25` feature depend on the profile's boosts, BM25 parameters and candidate counts, not
+//! on its weights, so they stay valid while the weights move.
 //!
-//! The search is RankLib's coordinate ascent (Metzler & Croft 2007): one feature at a
-//! time, steps that double in both directions, keep the best; rounds until the training
+//! The weight search is RankLib's coordinate ascent (Metzler & Croft 2007): one feature at
+//! a time, steps that double in both directions, keep the best; rounds until the training
 //! metric stops improving; restarts from random weights, the first from the base profile.
 //! Queries are split into training and held-out sets by a seeded hash of their id, and
-//! the tuned weights are only worth writing when they beat the base on the held-out set.
+//! the tuned profile is only worth writing when it beats the base on the held-out set.
+//!
+//! BM25 parameters change the candidates, so each setting tried is searched again (the
+//! encoder's query cache keeps the query vectors, so only retrieval and ranking run):
+//! coordinate search over (fields, k1 or b) on small grids ([`K1_GRID`], [`B_GRID`]), a
+//! setting scored by the training metric after one weight ascent from the base weights;
+//! the best setting then gets the full weight search. See [`tune_with_bm25`].
 
 use std::path::{Path, PathBuf};
 
@@ -24,7 +32,9 @@ use crate::error::{Error, Result};
 use crate::offline::eval::metrics::DEPTH;
 use crate::offline::eval::significance::{PERMUTATIONS, SEED};
 use crate::offline::eval::{randomization_test, scorable, Metric, Qrels, QueryScores};
-use crate::rank::{Profile, FEATURES};
+use crate::rank::{tie_order, Profile, FEATURES};
+use crate::retrieve::{Bm25Params, Bm25Settings};
+use crate::schema::is_boostable;
 use crate::util::Rng;
 
 /// One cached candidate of one query.
@@ -32,8 +42,9 @@ use crate::util::Rng;
 pub struct Candidate {
     /// Product id.
     pub id: String,
-    /// Row in the generation (the engine's tie-break).
-    pub ord: u32,
+    /// Position in the profile's tie-break order among the query's candidates (how the
+    /// engine orders equal scores).
+    pub tie: u32,
     /// (index into [`FEATURES`], value), in the engine's summation order.
     pub features: Vec<(usize, f32)>,
     /// Judged grade (0 when not judged).
@@ -61,15 +72,17 @@ pub fn weights_of(profile: &Profile) -> Weights {
     FEATURES.iter().map(|f| profile.weight(f)).collect()
 }
 
-/// Searches each scorable query once with `profile` and `explain`, keeping every ranked
-/// candidate (all pages) with its features and grade.
+/// Searches each scorable query once with `profile` (its BM25 parameters replaced by
+/// `bm25` when given) and `explain`, keeping every ranked candidate (all pages) with its
+/// features and grade.
 pub fn collect(
     engine: &Engine,
     profile: &str,
+    bm25: Option<&Bm25Settings>,
     queries: &[(String, String)],
     qrels: &Qrels,
 ) -> Result<Vec<QueryData>> {
-    engine.profiles().get(profile)?;
+    let tie = engine.profiles().get(profile)?.tie_break;
     let gen = engine.generation();
     let (scored, _) = scorable(queries, qrels);
     let mut out = Vec::with_capacity(scored.len());
@@ -77,9 +90,12 @@ pub fn collect(
         let mut req = SearchRequest::new(query.clone());
         req.profile = Some(profile.to_string());
         req.explain = true;
+        req.explain_terms = false;
         req.size = MAX_PAGE_SIZE;
         req.all_candidates = true;
+        req.bm25 = bm25.cloned();
         let mut candidates = Vec::new();
+        let mut ords = Vec::new();
         loop {
             let res = engine.search(&req)?;
             let last = res.hits.len() < req.size;
@@ -97,8 +113,12 @@ pub fn collect(
                         Ok((i, f.value))
                     })
                     .collect::<Result<Vec<_>>>()?;
+                let ord = gen.by_id.get(&h.id).copied().ok_or_else(|| {
+                    Error::Internal(format!("hit `{}` is not in the generation", h.id))
+                })?;
+                ords.push(ord);
                 candidates.push(Candidate {
-                    ord: gen.by_id.get(&h.id).copied().unwrap_or(u32::MAX),
+                    tie: 0,
                     grade: judged.get(&h.id).copied().unwrap_or(0),
                     id: h.id,
                     features,
@@ -108,6 +128,11 @@ pub fn collect(
                 break;
             }
             req.page += 1;
+        }
+        let mut order: Vec<usize> = (0..ords.len()).collect();
+        order.sort_by(|&a, &b| tie_order(&gen, tie, ords[a], ords[b]));
+        for (pos, i) in order.into_iter().enumerate() {
+            candidates[i].tie = pos as u32;
         }
         out.push(QueryData {
             qid: qid.clone(),
@@ -130,7 +155,7 @@ pub fn ranking(q: &QueryData, w: &[f32]) -> Vec<String> {
     order.sort_by(|&a, &b| {
         scores[b]
             .total_cmp(&scores[a])
-            .then(q.candidates[a].ord.cmp(&q.candidates[b].ord))
+            .then(q.candidates[a].tie.cmp(&q.candidates[b].tie))
     });
     order
         .into_iter()
@@ -139,7 +164,8 @@ pub fn ranking(q: &QueryData, w: &[f32]) -> Vec<String> {
 }
 
 /// The query's metrics under weights `w`. Only the ranks of the relevant candidates
-/// matter, so each is counted (candidates scoring higher, or equal with a lower row)
+/// matter, so each is counted (candidates scoring higher, or equal and earlier in the
+/// tie-break order)
 /// instead of sorting the whole list.
 pub fn evaluate_query(q: &QueryData, w: &[f32], k: usize) -> QueryScores {
     let scores: Vec<f32> = q.candidates.iter().map(|c| score(c, w)).collect();
@@ -149,7 +175,7 @@ pub fn evaluate_query(q: &QueryData, w: &[f32], k: usize) -> QueryScores {
             .candidates
             .iter()
             .zip(&scores)
-            .filter(|(o, s)| s.total_cmp(&scores[i]).then(c.ord.cmp(&o.ord)).is_gt())
+            .filter(|(o, s)| s.total_cmp(&scores[i]).then(c.tie.cmp(&o.tie)).is_gt())
             .count();
         if above < DEPTH {
             if grades.len() <= above {
@@ -301,29 +327,48 @@ pub struct TuneReport {
     pub tuned_features: Vec<&'static str>,
     /// (feature, base weight, tuned weight) for the tuned features.
     pub weights: Vec<(&'static str, f32, f32)>,
+    /// The BM25 parameter search, when there was one.
+    pub bm25: Option<Bm25Search>,
     /// Training split.
     pub train: SplitScores,
     /// Held-out split.
     pub held_out: SplitScores,
-    /// Whether the tuned weights beat the base on the held-out split.
+    /// Whether the tuned profile beats the base on the held-out split.
     pub improved: bool,
     /// Queries whose re-scored base order differs from the engine's (0 expected).
     pub unreproduced: usize,
 }
 
+/// What the BM25 parameter search tried and chose.
+#[derive(Debug, Clone, Serialize)]
+pub struct Bm25Search {
+    /// (field, base k1 and b, chosen k1 and b) of each field searched.
+    pub fields: Vec<(String, Bm25Params, Bm25Params)>,
+    /// Fields asked for that this index does not have (not searched).
+    pub absent: Vec<String>,
+    /// Settings searched (each one a search of every judged query).
+    pub settings: usize,
+    /// Training metric after one weight ascent from the base weights: base parameters.
+    pub train_base: f64,
+    /// ... the chosen parameters.
+    pub train_chosen: f64,
+    /// Seconds the search took.
+    pub seconds: f64,
+}
+
+/// (base, tuned) metrics on one split: base weights on the base candidates, tuned weights
+/// on the tuned ones (the same queries in the same order).
 fn split_scores(
+    base_queries: &[&QueryData],
     queries: &[&QueryData],
     base: &[f32],
     tuned: &[f32],
     opts: &TuneOptions,
 ) -> SplitScores {
-    let per = |w: &[f32]| -> Vec<QueryScores> {
-        queries
-            .iter()
-            .map(|q| evaluate_query(q, w, opts.k))
-            .collect()
+    let per = |qs: &[&QueryData], w: &[f32]| -> Vec<QueryScores> {
+        qs.iter().map(|q| evaluate_query(q, w, opts.k)).collect()
     };
-    let (per_base, per_tuned) = (per(base), per(tuned));
+    let (per_base, per_tuned) = (per(base_queries, base), per(queries, tuned));
     let metric = |v: &[QueryScores]| -> Vec<f64> { v.iter().map(|s| opts.metric.of(s)).collect() };
     let test = randomization_test(&metric(&per_base), &metric(&per_tuned), PERMUTATIONS, SEED);
     let (base_all, tuned_all) = (QueryScores::mean(&per_base), QueryScores::mean(&per_tuned));
@@ -337,14 +382,7 @@ fn split_scores(
     }
 }
 
-/// Tunes the weights of `base` on the cached `data`; returns the report and the tuned
-/// profile (the base profile with the new weights).
-pub fn tune(
-    data: &[QueryData],
-    base_name: &str,
-    base: &Profile,
-    opts: &TuneOptions,
-) -> Result<(TuneReport, Profile)> {
+fn check_options(opts: &TuneOptions) -> Result<()> {
     if !(opts.holdout > 0.0 && opts.holdout < 1.0) {
         return Err(Error::param(
             "holdout",
@@ -354,9 +392,64 @@ pub fn tune(
     if opts.k == 0 || opts.restarts == 0 {
         return Err(Error::param("k/restarts", "must be at least 1"));
     }
-    let (held, train): (Vec<&QueryData>, Vec<&QueryData>) = data
+    Ok(())
+}
+
+/// (held-out, training) queries of `data`.
+fn split<'a>(
+    data: &'a [QueryData],
+    opts: &TuneOptions,
+) -> (Vec<&'a QueryData>, Vec<&'a QueryData>) {
+    data.iter()
+        .partition(|q| is_held_out(&q.qid, opts.holdout, opts.seed))
+}
+
+/// The features that occur (non-zero) in `queries`: only they can change a ranking.
+fn present_features(queries: &[&QueryData]) -> Vec<usize> {
+    (0..FEATURES.len())
+        .filter(|&i| {
+            queries.iter().any(|q| {
+                q.candidates
+                    .iter()
+                    .any(|c| c.features.iter().any(|&(f, v)| f == i && v != 0.0))
+            })
+        })
+        .collect()
+}
+
+/// Tunes the weights of `base` on the cached `data`; returns the report and the tuned
+/// profile (the base profile with the new weights).
+pub fn tune(
+    data: &[QueryData],
+    base_name: &str,
+    base: &Profile,
+    opts: &TuneOptions,
+) -> Result<(TuneReport, Profile)> {
+    tune_weights(data, data, &base.bm25, base_name, base, opts)
+}
+
+/// Tunes the weights on `data`, collected with BM25 parameters `bm25`, and compares the
+/// result with `base` on `base_data` (collected with the base profile).
+fn tune_weights(
+    base_data: &[QueryData],
+    data: &[QueryData],
+    bm25: &Bm25Settings,
+    base_name: &str,
+    base: &Profile,
+    opts: &TuneOptions,
+) -> Result<(TuneReport, Profile)> {
+    check_options(opts)?;
+    if base_data
         .iter()
-        .partition(|q| is_held_out(&q.qid, opts.holdout, opts.seed));
+        .map(|q| &q.qid)
+        .ne(data.iter().map(|q| &q.qid))
+    {
+        return Err(Error::Internal(
+            "the candidates of two BM25 settings are for different queries".into(),
+        ));
+    }
+    let (held, train) = split(data, opts);
+    let (base_held, base_train) = split(base_data, opts);
     if train.is_empty() || held.is_empty() {
         return Err(Error::Config(format!(
             "{} judged queries give {} for training and {} held out: need at least one of each (more judged queries, or another --holdout / --seed)",
@@ -364,7 +457,7 @@ pub fn tune(
         )));
     }
     let base_w = weights_of(base);
-    let unreproduced = data
+    let unreproduced = base_data
         .iter()
         .filter(|q| {
             ranking(q, &base_w)
@@ -377,16 +470,7 @@ pub fn tune(
     if unreproduced > 0 {
         tracing::warn!(unreproduced, "re-scoring with the base weights does not reproduce the engine's order for some queries");
     }
-    // Only features present in the training data can change a ranking.
-    let tunable: Vec<usize> = (0..FEATURES.len())
-        .filter(|&i| {
-            train.iter().any(|q| {
-                q.candidates
-                    .iter()
-                    .any(|c| c.features.iter().any(|&(f, v)| f == i && v != 0.0))
-            })
-        })
-        .collect();
+    let tunable = present_features(&train);
     let l1 = |w: &[f32]| tunable.iter().map(|&i| w[i].abs()).sum::<f32>();
     let base_l1 = l1(&base_w);
     let mut rng = Rng(opts.seed);
@@ -423,14 +507,16 @@ pub fn tune(
     if tuned_w[semantic] == 0.0 && base_w[semantic] != 0.0 && base.candidates.vector == 0 {
         tuned_w[semantic] = 1e-6;
     }
-    let train_scores = split_scores(&train, &base_w, &tuned_w, opts);
-    let held_scores = split_scores(&held, &base_w, &tuned_w, opts);
+    let train_scores = split_scores(&base_train, &train, &base_w, &tuned_w, opts);
+    let held_scores = split_scores(&base_held, &held, &base_w, &tuned_w, opts);
     let mut profile = base.clone();
     for &i in &tunable {
         profile.weights.insert(FEATURES[i].to_string(), tuned_w[i]);
     }
+    profile.bm25 = bm25.clone();
     profile.description = format!(
-        "`{base_name}` with weights tuned by `shoprank tune` for {} (train {} queries: {:.4} -> {:.4}; held-out {} queries: {:.4} -> {:.4})",
+        "`{base_name}` with weights{} tuned by `shoprank tune` for {} (train {} queries: {:.4} -> {:.4}; held-out {} queries: {:.4} -> {:.4})",
+        if bm25 == &base.bm25 { "" } else { " and BM25 k1/b" },
         opts.metric.label(opts.k),
         train_scores.queries, train_scores.base, train_scores.tuned,
         held_scores.queries, held_scores.base, held_scores.tuned,
@@ -446,11 +532,117 @@ pub fn tune(
             .iter()
             .map(|&i| (FEATURES[i], base_w[i], tuned_w[i]))
             .collect(),
+        bm25: None,
         improved: held_scores.tuned > held_scores.base + 1e-12,
         train: train_scores,
         held_out: held_scores,
         unreproduced,
     };
+    Ok((report, profile))
+}
+
+/// k1 values the BM25 search tries (tantivy's 1.2 among them; Anserini uses 0.9).
+pub const K1_GRID: &[f32] = &[0.3, 0.6, 0.9, 1.2, 1.6, 2.0];
+/// b values the BM25 search tries (tantivy's 0.75 among them; Anserini uses 0.4).
+pub const B_GRID: &[f32] = &[0.0, 0.25, 0.4, 0.6, 0.75, 0.9, 1.0];
+/// Rounds over all (field, parameter) coordinates, at most.
+const BM25_ROUNDS: usize = 2;
+
+/// Tunes BM25 k1 and b of `fields` and then the weights: a coordinate search over
+/// (all `fields` together, then each field alone) × (k1 or b) on [`K1_GRID`] and
+/// [`B_GRID`], each setting searched with the engine
+/// (`collect`) and scored by the training metric after one weight ascent from the base
+/// weights; rounds until no coordinate moves. The best setting gets [`tune`]'s full weight
+/// search, and the report compares it (its candidates, its weights) with the base profile
+/// (its own candidates and weights). Fields this index does not have are skipped and
+/// named in the report.
+pub fn tune_with_bm25(
+    engine: &Engine,
+    base_name: &str,
+    queries: &[(String, String)],
+    qrels: &Qrels,
+    fields: &[String],
+    opts: &TuneOptions,
+) -> Result<(TuneReport, Profile)> {
+    check_options(opts)?;
+    let base = engine.profiles().get(base_name)?;
+    if let Some(f) = fields.iter().find(|f| !is_boostable(f)) {
+        return Err(Error::param(
+            "bm25-fields",
+            format!("`{f}` is not a text field or `NAME.bigram` sub-field"),
+        ));
+    }
+    let started = std::time::Instant::now();
+    let base_data: &[QueryData] = &collect(engine, base_name, None, queries, qrels)?;
+    let indexed: Vec<String> = (engine.generation().fields.text.iter())
+        .map(|(s, _)| s.name.clone())
+        .collect();
+    let (present, absent): (Vec<String>, Vec<String>) =
+        fields.iter().cloned().partition(|f| indexed.contains(f));
+    let base_w = weights_of(&base);
+    // The training metric after one ascent from the base weights (same seed for all).
+    let score = |data: &[QueryData]| {
+        let (_, train) = split(data, opts);
+        let tunable = present_features(&train);
+        coordinate_ascent(&train, &base_w, &tunable, opts, &mut Rng(opts.seed)).1
+    };
+    let train_base = score(base_data);
+    let mut tried: Vec<(Bm25Settings, f64)> = vec![(base.bm25.clone(), train_base)];
+    let (mut chosen, mut chosen_score, mut chosen_data) = (base.bm25.clone(), train_base, None);
+    // The fields together first (their parameters interact: on Multi-CPR b = 0 helps only
+    // in both title fields at once), then each alone.
+    let mut targets: Vec<Vec<String>> = present.iter().map(|f| vec![f.clone()]).collect();
+    if present.len() > 1 {
+        targets.insert(0, present.clone());
+    }
+    for round in 0..BM25_ROUNDS {
+        let before = chosen.clone();
+        for target in &targets {
+            for k1_axis in [true, false] {
+                let grid = if k1_axis { K1_GRID } else { B_GRID };
+                for &v in grid {
+                    let mut setting = chosen.clone();
+                    for field in target {
+                        let mut p = setting.params(field);
+                        match k1_axis {
+                            true => p.k1 = v,
+                            false => p.b = v,
+                        }
+                        setting.set(field, p);
+                    }
+                    if tried.iter().any(|(s, _)| s == &setting) {
+                        continue;
+                    }
+                    let data = collect(engine, base_name, Some(&setting), queries, qrels)?;
+                    let s = score(&data);
+                    let fields = target.join(" + ");
+                    let (param, value) = (if k1_axis { "k1" } else { "b" }, v);
+                    tracing::info!(round, fields, param, value, train = s, "bm25 setting");
+                    tried.push((setting.clone(), s));
+                    if s > chosen_score + 1e-9 {
+                        (chosen, chosen_score, chosen_data) = (setting, s, Some(data));
+                    }
+                }
+            }
+        }
+        if chosen == before {
+            break;
+        }
+    }
+    let search = Bm25Search {
+        fields: present
+            .iter()
+            .map(|f| (f.clone(), base.bm25.params(f), chosen.params(f)))
+            .collect(),
+        absent,
+        settings: tried.len() - 1,
+        train_base,
+        train_chosen: chosen_score,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let data = chosen_data.as_deref().unwrap_or(base_data);
+    let (mut report, profile) = tune_weights(base_data, data, &chosen, base_name, &base, opts)?;
+    report.bm25 = Some(search);
     Ok((report, profile))
 }
 
@@ -487,10 +679,10 @@ pub fn write_profile(
 mod tests {
     use super::*;
 
-    fn cand(id: &str, ord: u32, bm25: f32, semantic: f32, grade: u32) -> Candidate {
+    fn cand(id: &str, tie: u32, bm25: f32, semantic: f32, grade: u32) -> Candidate {
         Candidate {
             id: id.into(),
-            ord,
+            tie,
             features: vec![(0, bm25), (1, semantic)],
             grade,
         }

@@ -27,7 +27,7 @@ pub mod rules;
 
 use serde::Serialize;
 
-pub use profile::{Budget, CandidateCounts, Diversity, Matching, Profile, Profiles};
+pub use profile::{Budget, CandidateCounts, Diversity, Matching, Profile, Profiles, TieBreak};
 
 /// Reorders ranked results so that no brand has more than `max_per_brand` of any window of
 /// results before others get a turn: a product over its brand's share waits (in order)
@@ -151,7 +151,26 @@ impl Scored {
     }
 }
 
-/// Scores and sorts candidates, best first (ties broken by row for a stable order).
+/// The order of two rows with equal scores: the profile's tie-break, then the row.
+pub fn tie_order(gen: &Generation, tie: TieBreak, a: u32, b: u32) -> std::cmp::Ordering {
+    let (p, q) = (&gen.products[a as usize], &gen.products[b as usize]);
+    let by = match tie {
+        TieBreak::Row => std::cmp::Ordering::Equal,
+        TieBreak::Popularity => q.sales.cmp(&p.sales),
+        TieBreak::Rating => (q.rating.unwrap_or(-1.0)).total_cmp(&p.rating.unwrap_or(-1.0)),
+        TieBreak::Newest => q.updated_at.cmp(&p.updated_at),
+        TieBreak::PriceAsc => match (p.price, q.price) {
+            (Some(x), Some(y)) => x.total_cmp(&y),
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (None, None) => std::cmp::Ordering::Equal,
+        },
+    };
+    by.then(a.cmp(&b))
+}
+
+/// Scores and sorts candidates, best first (ties broken by the profile's `tie_break`, then
+/// by row, for a stable order).
 pub fn rank(
     gen: &Generation,
     candidates: &[Candidate],
@@ -261,6 +280,8 @@ pub fn rank(
             s.explain.personal_gate = Some(gate);
         }
     }
-    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+    out.sort_by(|a, b| {
+        (b.score.total_cmp(&a.score)).then_with(|| tie_order(gen, profile.tie_break, a.ord, b.ord))
+    });
     out
 }

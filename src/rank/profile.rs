@@ -1,6 +1,7 @@
 //! Ranking profiles: named TOML files in `DATA_DIR/profiles/` -> validated [`Profile`]s.
 //!
-//! A profile names feature weights, BM25 field boosts and candidate counts. Two profiles
+//! A profile names feature weights, BM25 field boosts and parameters (k1, b), candidate
+//! counts and how ties are broken. Two profiles
 //! are built in: `default` (used when no `default.toml` exists) and `bm25` (BM25 only,
 //! always there for comparison; its name is reserved).
 
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::FEATURES;
 use crate::behavior::Personalization;
 use crate::error::{Error, Result};
+use crate::retrieve::{Bm25Settings, TextScoring};
 use crate::schema::{is_boostable, TEXT_FIELDS};
 use crate::util::versioned::Versioned;
 
@@ -42,11 +44,18 @@ pub struct Profile {
     /// What the profile is for.
     #[serde(default)]
     pub description: String,
+    /// How results with equal scores are ordered.
+    #[serde(default, skip_serializing_if = "TieBreak::is_row")]
+    pub tie_break: TieBreak,
     /// Feature name -> weight; features not named weigh 0.
     pub weights: BTreeMap<String, f32>,
     /// Text field -> BM25 boost; fields not named get 1.0.
     #[serde(default)]
     pub boosts: BTreeMap<String, f32>,
+    /// BM25 k1 and b, for all text fields and per field (tantivy's 1.2 and 0.75 when
+    /// absent).
+    #[serde(default, skip_serializing_if = "Bm25Settings::is_default")]
+    pub bm25: Bm25Settings,
     /// Candidate counts.
     #[serde(default)]
     pub candidates: CandidateCounts,
@@ -62,6 +71,30 @@ pub struct Profile {
     /// A latency budget under load (off by default).
     #[serde(default)]
     pub budget: Budget,
+}
+
+/// How results with equal scores are ordered (then by row, so the order is total).
+/// Equal scores are common under BM25 alone: the same title sold by several shops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TieBreak {
+    /// Catalog order (the row in the generation).
+    #[default]
+    Row,
+    /// More units sold first.
+    Popularity,
+    /// Higher rating first (unrated last).
+    Rating,
+    /// Most recently changed first (`updated_at`).
+    Newest,
+    /// Cheaper first (no price last).
+    PriceAsc,
+}
+
+impl TieBreak {
+    fn is_row(&self) -> bool {
+        *self == TieBreak::Row
+    }
 }
 
 /// A latency budget: when more searches are in flight than there are cores, a search
@@ -163,6 +196,8 @@ impl Profile {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect(),
+            bm25: Bm25Settings::default(),
+            tie_break: TieBreak::Row,
             candidates: CandidateCounts::default(),
             personalization: Personalization::default(),
             diversity: Diversity::default(),
@@ -177,6 +212,8 @@ impl Profile {
             description: "BM25 only (built in, for comparison)".into(),
             weights: [("bm25".to_string(), 1.0)].into_iter().collect(),
             boosts: Profile::default_profile().boosts,
+            bm25: Bm25Settings::default(),
+            tie_break: TieBreak::Row,
             candidates: CandidateCounts {
                 bm25: 200,
                 vector: 0,
@@ -193,18 +230,37 @@ impl Profile {
         }
     }
 
+    /// The boosts and BM25 parameters retrieval scores text with.
+    pub fn text_scoring(&self) -> TextScoring<'_> {
+        TextScoring {
+            boosts: &self.boosts,
+            bm25: &self.bm25,
+        }
+    }
+
     /// The weight of a feature.
     pub fn weight(&self, feature: &str) -> f32 {
         self.weights.get(feature).copied().unwrap_or(0.0)
     }
 
-    /// The profile with single weights replaced (`w.semantic=0.6` on a request).
-    pub fn with_overrides(profile: &Profile, overrides: &BTreeMap<String, f32>) -> Result<Profile> {
+    /// The profile with single weights replaced (`w.semantic=0.6` on a request), and its
+    /// BM25 parameters when `bm25` is given.
+    pub fn with_overrides(
+        profile: &Profile,
+        overrides: &BTreeMap<String, f32>,
+        bm25: Option<&Bm25Settings>,
+    ) -> Result<Profile> {
         let mut p = profile.clone();
         for (k, v) in overrides {
             p.weights.insert(k.clone(), *v);
         }
-        p.validate().map_err(|reason| Error::param("w.*", reason))?;
+        if let Some(b) = bm25 {
+            p.bm25 = b.clone();
+        }
+        p.validate().map_err(|reason| {
+            let name = if bm25.is_some() { "w.*/bm25" } else { "w.*" };
+            Error::param(name, reason)
+        })?;
         Ok(p)
     }
 
@@ -236,6 +292,7 @@ impl Profile {
                 ));
             }
         }
+        self.bm25.validate()?;
         self.personalization.validate()?;
         let m = self.matching;
         if !(0.0..=1.0).contains(&m.min_share)
@@ -457,6 +514,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("wieghts"), "{err}");
+    }
+
+    #[test]
+    fn reads_bm25_parameters_and_tie_break_and_names_what_is_wrong() {
+        let path = Path::new("p.toml");
+        let text = "tie_break = \"popularity\"\n[weights]\nbm25 = 1.0\n[bm25]\nk1 = 1.0\n\
+                    [bm25.fields.title]\nk1 = 0.9\nb = 0.4\n[bm25.fields.\"title.bigram\"]\nb = 0.3\n";
+        let p = Profile::parse(text, path).unwrap();
+        assert_eq!(p.tie_break, TieBreak::Popularity);
+        let at = |f: &str| p.bm25.params(f);
+        assert_eq!((at("title").k1, at("title").b), (0.9, 0.4));
+        assert_eq!((at("title.bigram").k1, at("title.bigram").b), (1.0, 0.3));
+        assert_eq!((at("brand").k1, at("brand").b), (1.0, 0.75));
+        assert_eq!(Profile::parse(&p.to_toml(), path).unwrap(), p);
+        // Absent: tantivy's parameters, row order, and nothing new in the written text.
+        let d = Profile::parse("[weights]\nbm25 = 1.0\n", path).unwrap();
+        assert!(d.bm25.is_default() && d.tie_break == TieBreak::Row);
+        let toml = Profile::default_profile().to_toml();
+        assert!(
+            !toml.contains("bm25]") && !toml.contains("tie_break"),
+            "{toml}"
+        );
+        for (bad, needle) in [
+            ("[bm25.fields.colour]\nk1 = 1.0\n", "colour"),
+            ("[bm25]\nk1 = -0.5\n", "k1 must be a finite number >= 0"),
+            ("[bm25]\nb = 1.2\n", "b must be within 0..=1"),
+            ("[bm25.fields.\"brand.bigram\"]\nb = 2.0\n", "brand.bigram"),
+            ("[bm25]\nk3 = 1.0\n", "k3"),
+            ("tie_break = \"cheapest\"\n", "price_asc"),
+        ] {
+            // Top-level keys go before the first table.
+            let err = Profile::parse(&format!("{bad}[weights]\nbm25 = 1.0\n"), path).unwrap_err();
+            assert_eq!(err.code(), "invalid_profile");
+            assert!(err.to_string().contains(needle), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -464,9 +464,14 @@ impl Active {
         }
     }
 
-    /// Drops hidden products and adds boosts to scores (re-sorting, best first); returns
-    /// per rule the ids hidden and the number boosted.
-    pub fn hide_and_boost(&self, gen: &Generation, ranked: &mut Vec<Scored>) -> Vec<Applied> {
+    /// Drops hidden products and adds boosts to scores (re-sorting, best first, equal
+    /// scores by `tie`); returns per rule the ids hidden and the number boosted.
+    pub fn hide_and_boost(
+        &self,
+        gen: &Generation,
+        ranked: &mut Vec<Scored>,
+        tie: super::TieBreak,
+    ) -> Vec<Applied> {
         let mut out = Vec::with_capacity(self.0.len());
         for (name, rule, version) in &self.0 {
             let mut applied = Applied {
@@ -509,7 +514,9 @@ impl Active {
             out.push(applied);
         }
         if out.iter().any(|a| a.boosted > 0) {
-            ranked.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.ord.cmp(&b.ord)));
+            ranked.sort_by(|a, b| {
+                (b.score.total_cmp(&a.score)).then_with(|| super::tie_order(gen, tie, a.ord, b.ord))
+            });
         }
         out
     }

@@ -6,7 +6,10 @@
 //! scan. Both sides apply the same [`Filters`]: as tantivy queries on one side, as a
 //! predicate on the product table on the other, so a filtered search never shows a product
 //! the filter excludes. Every candidate gets its real BM25 score, also when only the vector
-//! side found it.
+//! side found it. Each field's boost and BM25 parameters (k1, b; see [`bm25`]) come from
+//! the profile as one [`TextScoring`], used by every query built here.
+
+pub mod bm25;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ops::Bound;
@@ -16,8 +19,10 @@ use serde::Serialize;
 use tantivy::collector::TopDocs;
 use tantivy::columnar::Column;
 use tantivy::query::{
-    BooleanQuery, BoostQuery, ConstScoreQuery, Occur, Query, RangeQuery, TermQuery,
+    BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
 };
+
+pub use bm25::{Bm25Params, Bm25Settings, FieldBm25};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
 
@@ -165,18 +170,39 @@ pub struct QueryWords {
 /// Per-field boosts for BM25.
 pub type Boosts = BTreeMap<String, f32>;
 
+static NO_BOOSTS: Boosts = BTreeMap::new();
+
+/// How the text fields are scored: a profile's `[boosts]` and `[bm25]`.
+#[derive(Debug, Clone, Copy)]
+pub struct TextScoring<'a> {
+    /// Field -> BM25 boost (1.0 when not named).
+    pub boosts: &'a Boosts,
+    /// k1 and b per field.
+    pub bm25: &'a Bm25Settings,
+}
+
+impl Default for TextScoring<'_> {
+    /// Every field boosted 1.0, tantivy's k1 and b.
+    fn default() -> Self {
+        TextScoring {
+            boosts: &NO_BOOSTS,
+            bm25: &bm25::DEFAULT_SETTINGS,
+        }
+    }
+}
+
 /// Hybrid retrieval of up to `bm25_k + vector_k` candidates.
 pub fn candidates(
     gen: &Generation,
     words: &QueryWords,
     query_vector: Option<&[f32]>,
     filters: &Filters,
-    boosts: &Boosts,
+    scoring: TextScoring,
     bm25_k: usize,
     vector_k: usize,
 ) -> Result<Vec<Candidate>> {
     let searcher = &gen.searcher;
-    let text_query = text_query(gen, words, boosts);
+    let text_query = text_query(gen, words, scoring);
     let filter_queries = filters.queries(gen);
     let mut found: HashMap<u32, Candidate> = HashMap::new();
     if let (Some(q), true) = (&text_query, bm25_k > 0) {
@@ -239,10 +265,10 @@ pub fn score_rows(
     gen: &Generation,
     words: &QueryWords,
     query_vector: Option<&[f32]>,
-    boosts: &Boosts,
+    scoring: TextScoring,
     ords: &[u32],
 ) -> Result<Vec<Candidate>> {
-    let bm25: HashMap<u32, f32> = match text_query(gen, words, boosts) {
+    let bm25: HashMap<u32, f32> = match text_query(gen, words, scoring) {
         Some(q) => bm25_of_rows(gen, &*q, ords)?.into_iter().collect(),
         None => HashMap::new(),
     };
@@ -285,27 +311,26 @@ fn bm25_of_rows(gen: &Generation, query: &dyn Query, rows: &[u32]) -> Result<Vec
     top_ords(&gen.searcher, &*q, rows.len())
 }
 
-/// One boosted disjunction of the query's words per searchable field; `None` when the
-/// query has no searchable word.
-fn text_query(gen: &Generation, words: &QueryWords, boosts: &Boosts) -> Option<Box<dyn Query>> {
+/// One boosted disjunction of the query's words per searchable field, each term scored
+/// with its field's k1 and b; `None` when the query has no searchable word.
+fn text_query(
+    gen: &Generation,
+    words: &QueryWords,
+    scoring: TextScoring,
+) -> Option<Box<dyn Query>> {
     if words.words.is_empty() && words.synonyms.is_empty() && words.bigrams.is_empty() {
         return None;
     }
     let mut per_field: Vec<(Occur, Box<dyn Query>)> = Vec::new();
     for (spec, field) in &gen.fields.text {
-        let boost = boosts.get(&spec.name).copied().unwrap_or(1.0);
+        let boost = scoring.boosts.get(&spec.name).copied().unwrap_or(1.0);
         if boost <= 0.0 {
             continue;
         }
+        let params = scoring.bm25.params(&spec.name);
         let term = |w: &String, weight: f32| -> (Occur, Box<dyn Query>) {
-            let q = TermQuery::new(
-                Term::from_field_text(*field, w),
-                IndexRecordOption::WithFreqs,
-            );
-            (
-                Occur::Should,
-                Box::new(BoostQuery::new(Box::new(q), weight)),
-            )
+            let q = bm25::term_query(*field, w, params);
+            (Occur::Should, Box::new(BoostQuery::new(q, weight)))
         };
         let terms: Vec<(Occur, Box<dyn Query>)> = if spec.is_bigram() {
             words.bigrams.iter().map(|w| term(w, 1.0)).collect()
@@ -358,7 +383,7 @@ pub fn count_matches(
     gen: &Generation,
     terms: &[String],
     words: &QueryWords,
-    boosts: &Boosts,
+    scoring: TextScoring,
     filters: &Filters,
     min_share: f32,
 ) -> Result<usize> {
@@ -370,7 +395,7 @@ pub fn count_matches(
         .map(|(_, f)| *f)
         .collect();
     let query: Box<dyn Query> = if fields.is_empty() || terms.is_empty() {
-        match text_query(gen, words, boosts) {
+        match text_query(gen, words, scoring) {
             Some(q) => q,
             None => return Ok(0),
         }
@@ -398,15 +423,16 @@ pub fn count_matches(
 }
 
 /// tantivy's explanation of each row's BM25 score (per field and term: boosts, idf, term
-/// frequency, length normalization), in the order of `ords`; `None` for a row when the
-/// query has no words or the product matches none of them. The query is built once.
+/// frequency, length normalization with the field's k1 and b), in the order of `ords`;
+/// `None` for a row when the query has no words or the product matches none of them. The
+/// query is built once.
 pub fn explain_bm25(
     gen: &Generation,
     words: &QueryWords,
-    boosts: &Boosts,
+    scoring: TextScoring,
     ords: &[u32],
 ) -> Result<Vec<Option<serde_json::Value>>> {
-    let Some(q) = text_query(gen, words, boosts) else {
+    let Some(q) = text_query(gen, words, scoring) else {
         return Ok(vec![None; ords.len()]);
     };
     let names: HashMap<u32, &str> = gen
@@ -415,6 +441,8 @@ pub fn explain_bm25(
         .iter()
         .map(|(spec, f)| (f.field_id(), spec.name.as_str()))
         .collect();
+    // One weight for all rows (`Query::explain` would build one per row).
+    let weight = q.weight(EnableScoring::enabled_from_searcher(&gen.searcher))?;
     let mut out = Vec::with_capacity(ords.len());
     for &ord in ords {
         let by_ord = TermQuery::new(
@@ -425,9 +453,10 @@ pub fn explain_bm25(
             .searcher
             .search(&by_ord, &TopDocs::with_limit(1).order_by_score())?;
         // No document, or one matching none of the words (a vector-only candidate).
-        let explanation = hit
-            .first()
-            .and_then(|(_, addr)| q.explain(&gen.searcher, *addr).ok());
+        let explanation = hit.first().and_then(|(_, addr)| {
+            let reader = gen.searcher.segment_reader(addr.segment_ord);
+            weight.explain(reader, addr.doc_id).ok()
+        });
         out.push(explanation.map(|e| {
             let tree: serde_json::Value =
                 serde_json::from_str(&e.to_pretty_json()).unwrap_or_default();

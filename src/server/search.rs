@@ -88,6 +88,7 @@ impl TryFrom<SearchParams> for SearchRequest {
         }
         Ok(SearchRequest {
             overrides,
+            bm25: None,
             all_candidates: false,
             query: p
                 .q
@@ -103,6 +104,7 @@ impl TryFrom<SearchParams> for SearchRequest {
             size: parse("size", p.size, "a page size")?.unwrap_or(10),
             profile: text(p.profile),
             explain: flag("explain", p.explain)?,
+            explain_terms: true,
             user: text(p.user),
         })
     }

@@ -57,14 +57,27 @@ async fn profiles_are_saved_versioned_validated_and_restored_over_http() {
     assert_eq!(weights(&b), [("popularity".to_string(), 1.0)]);
 
     // Invalid text: a clear error, the old profile stays live, nothing is versioned.
-    for bad in [
-        "[weights]\npopularty = 1.0\n",
-        "[weights]\npopularity = \"x\"\n",
-        "[weights",
+    for (bad, reason) in [
+        ("[weights]\npopularty = 1.0\n", "popularty"),
+        ("[weights]\npopularity = \"x\"\n", "popularity"),
+        ("[weights", ""),
+        (
+            "[weights]\npopularity = 1.0\n[bm25]\nb = 1.5\n",
+            "b must be within 0..=1",
+        ),
+        (
+            "[weights]\npopularity = 1.0\n[bm25.fields.colour]\nk1 = 1.0\n",
+            "colour",
+        ),
+        (
+            "tie_break = \"random\"\n[weights]\npopularity = 1.0\n",
+            "random",
+        ),
     ] {
         let (s, b) = common::call(&state, put("pop", bad)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{bad}: {b}");
         assert_eq!(b["code"], "invalid_profile");
+        assert!(b["message"].as_str().unwrap_or("").contains(reason), "{b}");
     }
     let (s, b) = common::call(&state, put("pop", r#"{"weights": {"rating": 2.0}}"#)).await;
     assert_eq!(s, StatusCode::OK, "JSON bodies work too: {b}");
@@ -313,8 +326,140 @@ fn explain_breaks_bm25_down_by_field_and_term() {
         e.bm25_raw
     );
     assert!(terms["tantivy"]["details"].is_array());
+    req.explain_terms = false;
+    let e = engine.search(&req).unwrap().hits[0]
+        .explain
+        .clone()
+        .unwrap();
+    assert!(e.bm25_terms.is_none() && !e.features.is_empty());
     req.explain = false;
     assert!(engine.search(&req).unwrap().hits[0].explain.is_none());
+}
+
+#[test]
+fn bm25_parameters_per_field_rescore_what_they_name_and_explain_says_so() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    // The built-in `bm25` profile with title's k1 0.5 and b 0.
+    let mut profile = shoprank::rank::Profile::bm25_profile();
+    profile
+        .bm25
+        .set("title", shoprank::retrieve::Bm25Params { k1: 0.5, b: 0.0 });
+    engine.put_profile("flat", &profile.to_toml()).unwrap();
+    let search = |profile: &str| {
+        let mut req = SearchRequest::new("苹果手机壳");
+        req.profile = Some(profile.into());
+        req.explain = true;
+        req.size = 100;
+        req.all_candidates = true;
+        engine.search(&req).unwrap().hits
+    };
+    let (stock, flat) = (search("bm25"), search("flat"));
+    let terms = |h: &shoprank::engine::Hit| {
+        let e = h.explain.as_ref().unwrap();
+        let t = e.bm25_terms.clone().expect("a BM25 breakdown");
+        let sum: f64 = (t["terms"].as_array().unwrap().iter())
+            .map(|t| t["score"].as_f64().unwrap())
+            .sum();
+        assert!((sum - e.bm25_raw as f64).abs() < 1e-3, "{t}");
+        t
+    };
+    let by_id = |hits: &[shoprank::engine::Hit], id: &str| {
+        hits.iter().find(|h| h.id == id).map(terms).unwrap()
+    };
+    let mut title_changed = false;
+    for h in &flat {
+        let (mine, theirs) = (terms(h), by_id(&stock, &h.id));
+        let score = |t: &serde_json::Value, field: &str| -> f64 {
+            (t["terms"].as_array().unwrap().iter())
+                .filter(|x| x["field"] == field)
+                .map(|x| x["score"].as_f64().unwrap())
+                .sum()
+        };
+        // Only `title` has other parameters: the other fields score as before.
+        for field in ["title.bigram", "brand", "brand.bigram", "category"] {
+            assert!(
+                (score(&mine, field) - score(&theirs, field)).abs() < 1e-4,
+                "{field}"
+            );
+        }
+        title_changed |= (score(&mine, "title") - score(&theirs, "title")).abs() > 1e-3;
+        if score(&mine, "title") > 0.0 {
+            let tree = mine["tantivy"].to_string();
+            assert!(tree.contains("k1 = 0.5, b = 0"), "{tree}");
+        }
+    }
+    assert!(title_changed, "k1 0.5 and b 0 rescore title terms");
+    // `/rerank` of indexed products scores BM25 with the same parameters.
+    let rerank = shoprank::engine::RerankRequest {
+        query: "苹果手机壳".into(),
+        documents: (flat.iter().take(5))
+            .map(|h| shoprank::engine::RerankDocument::Product(h.id.clone()))
+            .collect(),
+        profile: Some("flat".into()),
+        user: None,
+        explain: true,
+    };
+    for r in engine.rerank(&rerank).unwrap() {
+        let raw = r.explain.unwrap().bm25_raw;
+        assert!((raw - flat[r.index].explain.as_ref().unwrap().bm25_raw).abs() < 1e-5);
+    }
+    assert_eq!(flat.len(), stock.len(), "the same candidates match");
+    // A request may carry its own parameters (what `shoprank tune` does).
+    let mut req = SearchRequest::new("苹果手机壳");
+    req.profile = Some("bm25".into());
+    req.bm25 = Some(profile.bm25.clone());
+    req.size = 100;
+    req.all_candidates = true;
+    let over: Vec<f32> = engine
+        .search(&req)
+        .unwrap()
+        .hits
+        .iter()
+        .map(|h| h.score)
+        .collect();
+    let flat_scores: Vec<f32> = flat.iter().map(|h| h.score).collect();
+    assert_eq!(over, flat_scores);
+    req.bm25.as_mut().unwrap().k1 = -1.0;
+    assert_eq!(engine.search(&req).unwrap_err().code(), "invalid_parameter");
+}
+
+#[test]
+fn ties_follow_the_profiles_tie_break() {
+    let data = common::demo_index(None);
+    let engine = common::open_engine(data.path(), None);
+    let gen = engine.generation();
+    // No feature weighs anything: every candidate scores 0 and only the tie-break orders.
+    let order = |tie: &str| {
+        let text = format!("tie_break = \"{tie}\"\n[weights]\nbm25 = 0.0\n");
+        engine.put_profile("tie", &text).unwrap();
+        let mut req = SearchRequest::new("手机壳");
+        req.profile = Some("tie".into());
+        req.size = 100;
+        let hits = engine.search(&req).unwrap().hits;
+        assert!(hits.len() > 5 && hits.iter().all(|h| h.score == 0.0));
+        hits.iter().map(|h| gen.by_id[&h.id]).collect::<Vec<u32>>()
+    };
+    let rows = order("row");
+    assert!(rows.windows(2).all(|w| w[0] < w[1]), "{rows:?}");
+    let product = |o: &u32| &gen.products[*o as usize];
+    let sales: Vec<u64> = order("popularity")
+        .iter()
+        .map(|o| product(o).sales)
+        .collect();
+    assert!(sales.windows(2).all(|w| w[0] >= w[1]), "{sales:?}");
+    assert_ne!(
+        sales,
+        rows.iter().map(|o| product(o).sales).collect::<Vec<_>>()
+    );
+    let prices: Vec<f64> = (order("price_asc").iter())
+        .map(|o| product(o).price.unwrap_or(f64::INFINITY))
+        .collect();
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
+    let ratings: Vec<f64> = (order("rating").iter())
+        .map(|o| product(o).rating.unwrap_or(-1.0))
+        .collect();
+    assert!(ratings.windows(2).all(|w| w[0] >= w[1]), "{ratings:?}");
 }
 
 #[test]

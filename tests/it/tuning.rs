@@ -12,6 +12,7 @@ use shoprank::offline::eval::{self, Metric, Qrels};
 use shoprank::offline::judgments::{self, JudgeOptions};
 use shoprank::offline::tune::{self, TuneOptions};
 use shoprank::rank::Profile;
+use shoprank::retrieve::Bm25Params;
 use shoprank::util::Rng;
 use shoprank::{Engine, SearchRequest};
 
@@ -57,7 +58,7 @@ fn rescoring_the_base_weights_reproduces_the_engine_order() {
     profile.matching.min_share = 0.0;
     write_profile(&engine, d.path(), "default", &profile.to_toml());
     let (queries, qrels) = category_queries();
-    let data = tune::collect(&engine, "default", &queries, &qrels).unwrap();
+    let data = tune::collect(&engine, "default", None, &queries, &qrels).unwrap();
     assert_eq!(data.len(), queries.len());
     let weights = tune::weights_of(&Profile::default_profile());
     let mut paged = false;
@@ -99,7 +100,7 @@ fn tune_beats_a_bad_base_on_held_out_and_the_written_profile_scores_as_reported(
         "[weights]\nbm25 = -1.0\nsemantic = 0.1\npopularity = 1.0\n",
     );
     let base = engine.profiles().get("bad").unwrap();
-    let data = tune::collect(&engine, "bad", &queries, &qrels).unwrap();
+    let data = tune::collect(&engine, "bad", None, &queries, &qrels).unwrap();
     let opts = TuneOptions {
         restarts: 3,
         ..TuneOptions::default()
@@ -141,6 +142,69 @@ fn tune_beats_a_bad_base_on_held_out_and_the_written_profile_scores_as_reported(
 }
 
 #[test]
+fn tune_searches_bm25_parameters_and_the_written_profile_scores_as_reported() {
+    let (dir, _m, engine) = engine();
+    let (queries, qrels) = category_queries();
+    // BM25 alone, ties by sales: re-scoring must follow the tie-break too.
+    write_profile(
+        &engine,
+        dir.path(),
+        "lexical",
+        "tie_break = \"popularity\"\n[weights]\nbm25 = 1.0\n[candidates]\nbm25 = 200\nvector = 0\n",
+    );
+    let opts = TuneOptions {
+        restarts: 1,
+        ..TuneOptions::default()
+    };
+    let err = tune::tune_with_bm25(
+        &engine,
+        "lexical",
+        &queries,
+        &qrels,
+        &["colour".into()],
+        &opts,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("colour"), "{err}");
+    let fields = ["title".to_string(), "shop".to_string()];
+    let (report, tuned) =
+        tune::tune_with_bm25(&engine, "lexical", &queries, &qrels, &fields, &opts).unwrap();
+    assert_eq!(report.unreproduced, 0);
+    let search = report.bm25.as_ref().unwrap();
+    assert_eq!(search.absent, ["shop"], "the demo index has no shop field");
+    assert_eq!(search.fields.len(), 1);
+    let (field, from, to) = &search.fields[0];
+    assert_eq!((field.as_str(), *from), ("title", Bm25Params::DEFAULT));
+    assert!(
+        search.settings >= tune::K1_GRID.len() + tune::B_GRID.len() - 2,
+        "{search:?}"
+    );
+    assert!(search.train_chosen >= search.train_base);
+    assert_eq!(tuned.bm25.params("title"), *to);
+    assert_eq!(tuned.tie_break, shoprank::rank::TieBreak::Popularity);
+    // Through the engine, the written profile scores what tune reported, on both splits.
+    let profiles = dir.path().join("profiles");
+    tune::write_profile(&profiles, "lexical-tuned", &tuned, true).unwrap();
+    engine.reload_profiles().unwrap();
+    for (held, scores) in [(true, &report.held_out), (false, &report.train)] {
+        let split: Vec<(String, String)> = queries
+            .iter()
+            .filter(|(qid, _)| tune::is_held_out(qid, opts.holdout, opts.seed) == held)
+            .cloned()
+            .collect();
+        let names = ["lexical".to_string(), "lexical-tuned".to_string()];
+        let run = eval::run(&engine, &names, &split, &qrels, 10).unwrap();
+        assert!((run.profiles[0].mean.rr - scores.base).abs() < 1e-9);
+        assert!(
+            (run.profiles[1].mean.rr - scores.tuned).abs() < 1e-9,
+            "{} vs {}",
+            run.profiles[1].mean.rr,
+            scores.tuned
+        );
+    }
+}
+
+#[test]
 fn nothing_is_claimed_when_the_base_is_already_perfect() {
     let (_d, _m, engine) = engine();
     let (queries, _) = category_queries();
@@ -152,7 +216,7 @@ fn nothing_is_claimed_when_the_base_is_already_perfect() {
             .clone();
         qrels.insert(qid.clone(), [(top, 1)].into_iter().collect());
     }
-    let data = tune::collect(&engine, "default", &queries, &qrels).unwrap();
+    let data = tune::collect(&engine, "default", None, &queries, &qrels).unwrap();
     let (report, _) = tune::tune(
         &data,
         "default",
@@ -202,7 +266,7 @@ fn identical_profiles_are_not_significantly_different_and_unknown_ones_fail() {
     .unwrap_err();
     assert_eq!(err.code(), "unknown_profile");
     assert_eq!(
-        tune::collect(&engine, "nope", &queries, &qrels)
+        tune::collect(&engine, "nope", None, &queries, &qrels)
             .unwrap_err()
             .code(),
         "unknown_profile"
