@@ -32,6 +32,7 @@ use crate::suggest::{Suggester, Suggestion};
 mod budget;
 mod events;
 mod merchandising;
+mod models;
 mod replicas;
 mod request;
 mod rerank;
@@ -41,6 +42,7 @@ mod tuning;
 mod writes;
 
 pub use budget::BudgetNote;
+pub use models::{ModelSource, ModelStatus};
 pub use replicas::prepare_replica;
 pub use request::{
     AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
@@ -63,6 +65,10 @@ pub struct Engine {
     generation: RwLock<Arc<Generation>>,
     encoder: Option<Arc<Encoder>>,
     semantic_note: Option<String>,
+    /// Models other than the serving one that profiles name, by the name they use.
+    challengers: RwLock<std::collections::BTreeMap<String, Arc<models::Challenger>>>,
+    /// Where those are found.
+    model_source: ModelSource,
     profiles: RwLock<Arc<Profiles>>,
     /// Running A/B experiments.
     experiments: Experiments,
@@ -147,6 +153,17 @@ impl Engine {
         encoder: Option<Encoder>,
         encoder_note: Option<String>,
     ) -> Result<Engine> {
+        Engine::open_with_models(data_dir, encoder, encoder_note, ModelSource::default())
+    }
+
+    /// [`Engine::open`], with the models profiles name found through `models` (the
+    /// folders of `DATA_DIR/models` always; the manifest's models when it names one).
+    pub fn open_with_models(
+        data_dir: &Path,
+        encoder: Option<Encoder>,
+        encoder_note: Option<String>,
+        models: ModelSource,
+    ) -> Result<Engine> {
         let generation = index::open(data_dir, encoder.as_ref())?;
         let profiles = Profiles::load(&data_dir.join("profiles"))?;
         let rules_dir = data_dir.join("rules");
@@ -172,7 +189,7 @@ impl Engine {
             None => tracing::info!("semantic ranking is on"),
         }
         let suggester = load_suggester(data_dir, &generation)?;
-        Ok(Engine {
+        let engine = Engine {
             suggester,
             text: RwLock::new(TextResources::default()),
             sources: None,
@@ -181,7 +198,9 @@ impl Engine {
             generation: RwLock::new(Arc::new(generation)),
             encoder,
             semantic_note,
-            profiles: RwLock::new(Arc::new(profiles)),
+            challengers: Default::default(),
+            model_source: models,
+            profiles: RwLock::new(Arc::new(profiles.clone())),
             profile_edit: Mutex::new(()),
             experiments,
             profiles_stamp: Mutex::new(profile::stamp(&data_dir.join("profiles"))),
@@ -193,7 +212,9 @@ impl Engine {
             jobs: Jobs::default(),
             metrics: Metrics::default(),
             pseudonyms: crate::behavior::Pseudonyms::for_data_dir(data_dir)?,
-        })
+        };
+        engine.load_models(profiles.iter().map(|(n, p)| (n, &**p)))?;
+        Ok(engine)
     }
 
     /// The live generation.
@@ -216,6 +237,11 @@ impl Engine {
     pub fn health(&self) -> Health {
         let g = self.generation();
         let mut problems = self.replica_problems();
+        let models = self.models();
+        problems.extend(
+            (models.iter())
+                .filter_map(|m| Some(format!("model `{}`: {}", m.id, m.problem.as_ref()?))),
+        );
         if self.behavior.as_ref().is_some_and(|b| b.store.failing()) {
             problems.push(
                 "the event store failed its last write (full disk?); it retries on the next".into(),
@@ -236,6 +262,7 @@ impl Engine {
             note: self.semantic_note.clone(),
             profiles: self.profiles().names(),
             query_cache: self.encoder.as_ref().map(|e| e.query_cache()),
+            models,
         }
     }
 
