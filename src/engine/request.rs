@@ -116,7 +116,8 @@ pub struct SearchResponse {
     /// Whether semantic similarity took part.
     pub semantic: bool,
     /// The model whose query and product vectors took part (none without semantic
-    /// similarity); with interleaving, both arms' joined by `+`, as `profile` is.
+    /// similarity); with interleaving of two models, both, as `A + B` (a model id may
+    /// hold a `+`: `m3e-small+int8`).
     pub model: Option<String>,
     /// Whether the user's profile took part.
     pub personalized: bool,

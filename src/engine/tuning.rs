@@ -214,7 +214,7 @@ impl Engine {
                     }
                 }
                 let model = match (&ra.model, &rb.model) {
-                    (Some(ma), Some(mb)) if ma != mb => Some(format!("{ma}+{mb}")),
+                    (Some(ma), Some(mb)) if ma != mb => Some(format!("{ma} + {mb}")),
                     (ma, mb) => ma.clone().or_else(|| mb.clone()),
                 };
                 let mut res = ra;

@@ -281,7 +281,7 @@ fn an_experiment_serves_each_shopper_from_their_arms_model_and_reports_it() {
         assert_eq!(tag.models, both.into());
         assert_eq!(
             res.model.as_deref(),
-            Some(&*format!("{SERVING}+{CHALLENGER}"))
+            Some(&*format!("{SERVING} + {CHALLENGER}"))
         );
         for (id, value) in semantic(&res) {
             let hit = res.hits.iter().find(|h| h.id == id).unwrap();
