@@ -54,7 +54,17 @@ impl ModelSource {
     ) -> std::result::Result<EncoderConfig, String> {
         // The name is a single folder name; checked again here, before any path is made.
         profile::check_model_name(name)?;
-        let dir = data_dir.join("models").join(name);
+        let root = data_dir.join("models");
+        let dir = root.join(name);
+        // Symlinks followed, the folder must be inside DATA_DIR/models (as catalogs must
+        // be inside the import folder).
+        if let (Ok(real), Ok(root)) = (dir.canonicalize(), root.canonicalize()) {
+            if !real.starts_with(&root) {
+                return Err(format!(
+                    "DATA_DIR/models/{name} points outside DATA_DIR/models"
+                ));
+            }
+        }
         let mut config = match (EncoderConfig::from_model_dir(&dir), &self.manifest) {
             (Some(own), _) => own.map_err(|e| e.to_string())?,
             (None, Some(manifest)) if manifest.is_file() => {

@@ -861,8 +861,23 @@ async fn a_profile_model_cannot_name_a_path_outside_the_model_folder() {
     ] {
         common::tiny_model_at(&dir, "m");
     }
+    // A symlink in the model folder that points out of it is refused too.
+    std::os::unix::fs::symlink(outside.path().join("m"), data.path().join("models/link")).unwrap();
     let engine = writable(data.path());
     let state = keyed(engine.clone(), data.path());
+    let put = atest::TestRequest::put()
+        .uri("/profiles/x")
+        .set_payload("model = \"link\"\n[weights]\nbm25 = 1.0\n");
+    let (s, b) = common::call(&state, bearer(put, MASTER)).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_profile"))
+    );
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("points outside DATA_DIR/models"),
+        "{message}"
+    );
     let absolute = outside.path().join("m").to_string_lossy().to_string();
     for name in [
         "../escape",
