@@ -39,4 +39,4 @@ fi
 format_args=()
 [ -n "${FORMAT:-}" ] && format_args=(--format "$FORMAT")
 "$bin" --data-dir "$data" --model-dir "$data/models/$after" index --catalog "$catalog" "${format_args[@]}"
-echo "new model $after is indexed; restart serve with --model-dir $data/models/$after"
+echo "new model $after is indexed; restart serve with --model current (or --model-dir $data/models/$after)"

@@ -106,11 +106,11 @@ struct Writes {
 /// The encoder settings the settings name: a model folder's own `encoder.toml` (a
 /// `shoprank train` model), else the manifest's table with `--model-dir` as its folder.
 pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig, String> {
+    let current = current_model_dir(settings)?;
     // A model folder with its own settings (a `shoprank train` model) brings its own id,
     // so its vectors are never taken for its parent's (index, embedding cache).
-    let own = settings
-        .model_dir
-        .as_deref()
+    let own = (current.as_deref())
+        .or(settings.model_dir.as_deref())
         .and_then(EncoderConfig::from_model_dir);
     let mut config = match own {
         Some(own) => own.map_err(|e| e.to_string())?,
@@ -137,6 +137,28 @@ pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig,
     }
     Ok(config)
 }
+
+/// `--model current` (without `--model-dir`): the folder of the model `shoprank train`
+/// last published, `DATA_DIR/models/<the id in DATA_DIR/models/CURRENT>`.
+fn current_model_dir(settings: &Settings) -> std::result::Result<Option<PathBuf>, String> {
+    if settings.model.as_deref() != Some(CURRENT_MODEL) || settings.model_dir.is_some() {
+        return Ok(None);
+    }
+    let pointer = settings.data_dir.join("models").join("CURRENT");
+    let id = std::fs::read_to_string(&pointer).map_err(|e| {
+        format!(
+            "--model current: cannot read {} ({e}): no `shoprank train` has published a model in this data directory",
+            pointer.display()
+        )
+    })?;
+    let id = id.trim();
+    rank::profile::check_model_name(id)
+        .map_err(|e| format!("--model current: {}: {e}", pointer.display()))?;
+    Ok(Some(settings.data_dir.join("models").join(id)))
+}
+
+/// The `--model` value that means the published trained model (see [`encoder_config`]).
+pub const CURRENT_MODEL: &str = "current";
 
 /// Loads the encoder named by the settings; `Err(reason)` says why there is none.
 pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {

@@ -484,3 +484,32 @@ fn a_profile_file_naming_a_missing_model_stops_the_engine_from_opening() {
         Some("gone")
     );
 }
+
+#[test]
+fn model_current_names_the_published_trained_model() {
+    let s = setup();
+    let settings = Settings {
+        data_dir: s.data.path().to_path_buf(),
+        model: Some("current".into()),
+        ..Settings::default()
+    };
+    let err = shoprank::engine::encoder_config(&settings).unwrap_err();
+    assert!(
+        err.contains("no `shoprank train` has published a model"),
+        "{err}"
+    );
+    std::fs::write(
+        s.data.path().join("models/CURRENT"),
+        format!("{CHALLENGER}\n"),
+    )
+    .unwrap();
+    let config = shoprank::engine::encoder_config(&settings).unwrap();
+    assert_eq!(config.id, CHALLENGER);
+    assert_eq!(
+        config.dir,
+        s.data.path().join("models").join(CHALLENGER).join(".")
+    );
+    std::fs::write(s.data.path().join("models/CURRENT"), "../elsewhere").unwrap();
+    let err = shoprank::engine::encoder_config(&settings).unwrap_err();
+    assert!(err.contains("not a model name"), "{err}");
+}
