@@ -9,6 +9,13 @@
 # catalog's --format, default from its extension), TRAIN_ARGS (extra `train` flags, e.g.
 # "--time-budget-secs 1800"). Exit 0 with "no new model" when nothing was published.
 # A running `serve` keeps its model: restart it with the --model-dir this prints.
+# AB_URL (a running `serve`, e.g. http://127.0.0.1:8080; SHOPRANK_KEY a key with the
+# `profiles` and `experiments` actions when it has a master key): on a win, no rebuild;
+# the new model is A/B-tested in that serve instead: profile `candidate` (the `default`
+# profile's weights with `model` = the new id) and experiment `model-ab-<hash of the id>`
+# giving it AB_TRAFFIC percent of the shoppers (default 50); a running `model-ab-*`
+# experiment of an earlier run is stopped first (its log stays). CURRENT then names the
+# candidate although `serve` still serves the old model: the next run trains from it.
 set -euo pipefail
 [ $# -ge 3 ] || { sed -n 5,11p "$0" >&2; exit 2; }
 data=$1 catalog=$2
@@ -36,7 +43,27 @@ if [ -z "$after" ] || [ "$after" = "$before" ]; then
   echo "no new model"
   exit 0
 fi
+if [ -n "${AB_URL:-}" ]; then
+  auth=()
+  [ -n "${SHOPRANK_KEY:-}" ] && auth=(-H "authorization: Bearer $SHOPRANK_KEY")
+  # `model` goes before the profile's first table.
+  { echo "model = \"$after\""
+    curl -fsS "${auth[@]}" "$AB_URL/profiles/default" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["toml"])' | grep -v '^model = '
+  } > "$work/candidate.toml"
+  curl -fsS -X PUT "${auth[@]}" "$AB_URL/profiles/candidate" --data-binary @"$work/candidate.toml" >/dev/null
+  t=${AB_TRAFFIC:-50}
+  for old in $(curl -fsS "${auth[@]}" "$AB_URL/experiments" \
+      | python3 -c 'import json, sys; print(" ".join(e for e in json.load(sys.stdin)["experiments"] if e.startswith("model-ab-")))'); do
+    curl -fsS -X DELETE "${auth[@]}" "$AB_URL/experiments/$old" >/dev/null
+  done
+  exp="model-ab-$(printf %s "$after" | sha256sum | cut -c1-12)"
+  curl -fsS -X PUT "${auth[@]}" "$AB_URL/experiments/$exp" -H 'content-type: application/json' \
+    -d "{\"description\": \"serving model vs $after\", \"arms\": [{\"name\": \"control\", \"profile\": \"default\", \"traffic\": $((100 - t))}, {\"name\": \"treatment\", \"profile\": \"candidate\", \"traffic\": $t}]}" >/dev/null
+  echo "new model $after is A/B-tested in $AB_URL: profile candidate, experiment $exp ($t% of shoppers); report: GET $AB_URL/experiments/$exp"
+  exit 0
+fi
 format_args=()
 [ -n "${FORMAT:-}" ] && format_args=(--format "$FORMAT")
 "$bin" --data-dir "$data" --model-dir "$data/models/$after" index --catalog "$catalog" "${format_args[@]}"
-echo "new model $after is indexed; restart serve with --model-dir $data/models/$after"
+echo "new model $after is indexed; restart serve with --model current (or --model-dir $data/models/$after)"

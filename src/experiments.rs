@@ -144,6 +144,9 @@ enum Line {
         /// For interleaving: the arm that contributed each shown product.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         teams: Vec<String>,
+        /// Arm -> the model whose vectors ranked its results.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        models: BTreeMap<String, String>,
     },
     Outcome {
         search_id: String,
@@ -160,6 +163,8 @@ struct ArmStats {
     users: std::collections::HashSet<String>,
     with: HashMap<EventType, u64>,
     events: HashMap<EventType, u64>,
+    /// Searches whose results of this arm a model ranked, by model.
+    models: BTreeMap<String, u64>,
 }
 
 /// A search's outcomes so far.
@@ -277,7 +282,9 @@ impl Experiments {
         None
     }
 
-    /// Logs an experiment search; returns its search id.
+    /// Logs an experiment search (with the model that ranked each arm's results);
+    /// returns its search id.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_impression(
         &self,
         a: &Assignment,
@@ -285,6 +292,7 @@ impl Experiments {
         query: &str,
         shown: Vec<String>,
         teams: Vec<String>,
+        models: BTreeMap<String, String>,
         ts: i64,
     ) -> Result<String> {
         let mut running = self.lock();
@@ -301,6 +309,7 @@ impl Experiments {
             query: query.to_string(),
             shown,
             teams,
+            models,
         };
         r.append(&line)?;
         r.apply(line);
@@ -421,8 +430,18 @@ impl Running {
                 arm,
                 shown,
                 teams,
+                models,
                 ..
             } => {
+                for (team, model) in models {
+                    *self
+                        .arms
+                        .entry(team)
+                        .or_default()
+                        .models
+                        .entry(model)
+                        .or_default() += 1;
+                }
                 let stats = self.arms.entry(arm.clone()).or_default();
                 stats.searches += 1;
                 stats.users.insert(user.clone());
@@ -499,6 +518,7 @@ impl Running {
                     "clicks": s.events.get(&EventType::Click).copied().unwrap_or(0),
                     "carts": s.events.get(&EventType::Cart).copied().unwrap_or(0),
                     "purchases": s.events.get(&EventType::Purchase).copied().unwrap_or(0),
+                    "models": s.models,
                     "ctr": rate(EventType::Click),
                     "add_to_cart_rate": rate(EventType::Cart),
                     "purchase_rate": rate(EventType::Purchase),
@@ -532,6 +552,10 @@ impl Running {
                 "wins": {a.as_str(): wins_a, b.as_str(): wins_b},
                 "ties": ties,
                 "p_value": sign_test(wins_a, wins_b),
+                "models": {
+                    a.as_str(): self.arms.get(a).map(|s| s.models.clone()).unwrap_or_default(),
+                    b.as_str(): self.arms.get(b).map(|s| s.models.clone()).unwrap_or_default(),
+                },
                 "note": "searches (among the last 20 per user held in memory) with at least one click, by the arm whose products got more clicks",
             });
         }

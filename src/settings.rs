@@ -135,7 +135,8 @@ pub struct SettingsArgs {
     /// Model manifest.
     #[arg(long, env = "SHOPRANK_MANIFEST", global = true)]
     pub manifest: Option<PathBuf>,
-    /// Model of the manifest (`[models.NAME]`; default: its `default`).
+    /// Model of the manifest (`[models.NAME]`; default: its `default`), or `current`: the
+    /// model `shoprank train` last published in DATA_DIR/models/CURRENT.
     #[arg(long, env = "SHOPRANK_MODEL", global = true)]
     pub model: Option<String>,
     /// Model folder (overrides the manifest's `dir`).

@@ -20,7 +20,8 @@ pub fn open_engine(settings: &Settings) -> anyhow::Result<Engine> {
         Ok(e) => (Some(e), None),
         Err(reason) => (None, Some(reason)),
     };
-    let mut engine = Engine::open(&settings.data_dir, encoder, note)?;
+    let models = shoprank::engine::ModelSource::from_settings(settings);
+    let mut engine = Engine::open_with_models(&settings.data_dir, encoder, note, models)?;
     if let Some(secret) = &settings.user_id_secret {
         engine.set_user_id_secret(secret.expose());
     }

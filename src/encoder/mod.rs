@@ -329,6 +329,11 @@ impl Encoder {
         &self.id
     }
 
+    /// The settings it was loaded with (`config().id` is the id without `+int8`).
+    pub fn config(&self) -> &EncoderConfig {
+        &self.config
+    }
+
     /// The precision the dense layers run at.
     pub fn precision(&self) -> Precision {
         self.precision

@@ -32,6 +32,7 @@ use crate::suggest::{Suggester, Suggestion};
 mod budget;
 mod events;
 mod merchandising;
+mod models;
 mod replicas;
 mod request;
 mod rerank;
@@ -41,6 +42,7 @@ mod tuning;
 mod writes;
 
 pub use budget::BudgetNote;
+pub use models::{ModelSource, ModelStatus};
 pub use replicas::prepare_replica;
 pub use request::{
     AppliedFilters, ExperimentTag, Health, Hit, SearchRequest, SearchResponse, Timings,
@@ -63,6 +65,10 @@ pub struct Engine {
     generation: RwLock<Arc<Generation>>,
     encoder: Option<Arc<Encoder>>,
     semantic_note: Option<String>,
+    /// Models other than the serving one that profiles name, by the name they use.
+    challengers: RwLock<std::collections::BTreeMap<String, Arc<models::Challenger>>>,
+    /// Where those are found.
+    model_source: ModelSource,
     profiles: RwLock<Arc<Profiles>>,
     /// Running A/B experiments.
     experiments: Experiments,
@@ -100,11 +106,11 @@ struct Writes {
 /// The encoder settings the settings name: a model folder's own `encoder.toml` (a
 /// `shoprank train` model), else the manifest's table with `--model-dir` as its folder.
 pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig, String> {
+    let current = current_model_dir(settings)?;
     // A model folder with its own settings (a `shoprank train` model) brings its own id,
     // so its vectors are never taken for its parent's (index, embedding cache).
-    let own = settings
-        .model_dir
-        .as_deref()
+    let own = (current.as_deref())
+        .or(settings.model_dir.as_deref())
         .and_then(EncoderConfig::from_model_dir);
     let mut config = match own {
         Some(own) => own.map_err(|e| e.to_string())?,
@@ -132,6 +138,28 @@ pub fn encoder_config(settings: &Settings) -> std::result::Result<EncoderConfig,
     Ok(config)
 }
 
+/// `--model current` (without `--model-dir`): the folder of the model `shoprank train`
+/// last published, `DATA_DIR/models/<the id in DATA_DIR/models/CURRENT>`.
+fn current_model_dir(settings: &Settings) -> std::result::Result<Option<PathBuf>, String> {
+    if settings.model.as_deref() != Some(CURRENT_MODEL) || settings.model_dir.is_some() {
+        return Ok(None);
+    }
+    let pointer = settings.data_dir.join("models").join("CURRENT");
+    let id = std::fs::read_to_string(&pointer).map_err(|e| {
+        format!(
+            "--model current: cannot read {} ({e}): no `shoprank train` has published a model in this data directory",
+            pointer.display()
+        )
+    })?;
+    let id = id.trim();
+    rank::profile::check_model_name(id)
+        .map_err(|e| format!("--model current: {}: {e}", pointer.display()))?;
+    Ok(Some(settings.data_dir.join("models").join(id)))
+}
+
+/// The `--model` value that means the published trained model (see [`encoder_config`]).
+pub const CURRENT_MODEL: &str = "current";
+
 /// Loads the encoder named by the settings; `Err(reason)` says why there is none.
 pub fn load_encoder(settings: &Settings) -> std::result::Result<Encoder, String> {
     let config = encoder_config(settings)?;
@@ -146,6 +174,17 @@ impl Engine {
         data_dir: &Path,
         encoder: Option<Encoder>,
         encoder_note: Option<String>,
+    ) -> Result<Engine> {
+        Engine::open_with_models(data_dir, encoder, encoder_note, ModelSource::default())
+    }
+
+    /// [`Engine::open`], with the models profiles name found through `models` (the
+    /// folders of `DATA_DIR/models` always; the manifest's models when it names one).
+    pub fn open_with_models(
+        data_dir: &Path,
+        encoder: Option<Encoder>,
+        encoder_note: Option<String>,
+        models: ModelSource,
     ) -> Result<Engine> {
         let generation = index::open(data_dir, encoder.as_ref())?;
         let profiles = Profiles::load(&data_dir.join("profiles"))?;
@@ -172,7 +211,7 @@ impl Engine {
             None => tracing::info!("semantic ranking is on"),
         }
         let suggester = load_suggester(data_dir, &generation)?;
-        Ok(Engine {
+        let engine = Engine {
             suggester,
             text: RwLock::new(TextResources::default()),
             sources: None,
@@ -181,7 +220,9 @@ impl Engine {
             generation: RwLock::new(Arc::new(generation)),
             encoder,
             semantic_note,
-            profiles: RwLock::new(Arc::new(profiles)),
+            challengers: Default::default(),
+            model_source: models,
+            profiles: RwLock::new(Arc::new(profiles.clone())),
             profile_edit: Mutex::new(()),
             experiments,
             profiles_stamp: Mutex::new(profile::stamp(&data_dir.join("profiles"))),
@@ -193,7 +234,9 @@ impl Engine {
             jobs: Jobs::default(),
             metrics: Metrics::default(),
             pseudonyms: crate::behavior::Pseudonyms::for_data_dir(data_dir)?,
-        })
+        };
+        engine.load_models(profiles.iter().map(|(n, p)| (n, &**p)))?;
+        Ok(engine)
     }
 
     /// The live generation.
@@ -216,6 +259,11 @@ impl Engine {
     pub fn health(&self) -> Health {
         let g = self.generation();
         let mut problems = self.replica_problems();
+        let models = self.models();
+        problems.extend(
+            (models.iter())
+                .filter_map(|m| Some(format!("model `{}`: {}", m.id, m.problem.as_ref()?))),
+        );
         if self.behavior.as_ref().is_some_and(|b| b.store.failing()) {
             problems.push(
                 "the event store failed its last write (full disk?); it retries on the next".into(),
@@ -236,6 +284,7 @@ impl Engine {
             note: self.semantic_note.clone(),
             profiles: self.profiles().names(),
             query_cache: self.encoder.as_ref().map(|e| e.query_cache()),
+            models,
         }
     }
 

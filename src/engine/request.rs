@@ -123,6 +123,10 @@ pub struct SearchResponse {
     pub profile: String,
     /// Whether semantic similarity took part.
     pub semantic: bool,
+    /// The model whose query and product vectors took part (none without semantic
+    /// similarity); with interleaving of two models, both, as `A + B` (a model id may
+    /// hold a `+`: `m3e-small+int8`).
+    pub model: Option<String>,
     /// Whether the user's profile took part.
     pub personalized: bool,
     /// What the query was understood to ask for.
@@ -155,6 +159,9 @@ pub struct ExperimentTag {
     pub arm: String,
     /// Logged search id.
     pub search_id: String,
+    /// Arm -> the model whose vectors ranked its results (arms without semantic
+    /// similarity are left out); two arms when interleaving.
+    pub models: std::collections::BTreeMap<String, String>,
 }
 
 /// Filters as applied to a search.
@@ -213,6 +220,9 @@ pub struct Health {
     /// Query-vector cache counters, when semantic ranking is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query_cache: Option<crate::encoder::CacheStats>,
+    /// The loaded models: the serving one and the challengers profiles name, each with
+    /// the profiles that search with it.
+    pub models: Vec<super::ModelStatus>,
 }
 
 /// The trimmed query, or why it cannot be searched.

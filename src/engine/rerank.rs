@@ -75,7 +75,8 @@ impl Engine {
         let profile = self
             .profiles()
             .get(req.profile.as_deref().unwrap_or("default"))?;
-        let gen = self.generation();
+        let view = self.model_view(&profile);
+        let gen = view.gen.clone();
         let ids: Option<Vec<u32>> = req
             .documents
             .iter()
@@ -88,16 +89,16 @@ impl Engine {
                 RerankDocument::Text(_) => None,
             })
             .collect();
-        let encode = |text: &str| match &self.encoder {
+        let encode = |text: &str| match &view.encoder {
             Some(e) => e.encode_query(text).map(Some),
             None => Ok(None),
         };
         let (understood, query_vector) = self.understand(&gen, query, encode)?;
         let mut out = match ids {
             Some(ords) => {
-                self.rerank_products(&gen, req, &profile, understood, query_vector, &ords)?
+                self.rerank_products(&view, req, &profile, understood, query_vector, &ords)?
             }
-            None => self.rerank_texts(&gen, req, &understood, query_vector.as_deref())?,
+            None => self.rerank_texts(&view, req, &understood, query_vector.as_deref())?,
         };
         out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
         Ok(out)
@@ -105,13 +106,14 @@ impl Engine {
 
     fn rerank_products(
         &self,
-        gen: &Generation,
+        view: &super::models::ModelView,
         req: &RerankRequest,
         profile: &Profile,
         understood: QueryAnalysis,
         query_vector: Option<Vec<f32>>,
         ords: &[u32],
     ) -> Result<Vec<Reranked>> {
+        let gen = &*view.gen;
         let words = QueryWords {
             words: understood.tokens,
             synonyms: understood.synonyms,
@@ -127,10 +129,7 @@ impl Engine {
             profile.text_scoring(),
             &unique,
         )?;
-        let personal = match (&req.user, &self.behavior) {
-            (Some(user), Some(b)) => b.context(&self.pseudonyms.of(user)),
-            _ => None,
-        };
+        let personal = self.personal_context(req.user.as_deref(), view);
         let scored: HashMap<u32, rank::Scored> = rank::rank(
             gen,
             &candidates,
@@ -157,7 +156,7 @@ impl Engine {
 
     fn rerank_texts(
         &self,
-        gen: &Generation,
+        view: &super::models::ModelView,
         req: &RerankRequest,
         understood: &QueryAnalysis,
         query_vector: Option<&[f32]>,
@@ -171,9 +170,8 @@ impl Engine {
                 RerankDocument::Product(id) => id.clone(),
             })
             .collect();
-        let scores: Vec<f32> = match query_vector {
-            Some(q) => self
-                .embed(&texts, false)?
+        let scores: Vec<f32> = match (query_vector, &view.encoder) {
+            (Some(q), Some(e)) => embed_with(e, &texts, false)?
                 .iter()
                 .map(|v| crate::encoder::dot(q, v))
                 .collect(),
@@ -182,7 +180,7 @@ impl Engine {
                 texts
                     .iter()
                     .map(|t| {
-                        let have = gen.analysis.query_words(t);
+                        let have = view.gen.analysis.query_words(t);
                         let hit = wanted.iter().filter(|w| have.contains(w)).count();
                         hit as f32 / wanted.len().max(1) as f32
                     })
@@ -203,17 +201,25 @@ impl Engine {
     /// Vectors of `texts`: as queries (with the model's query prefix) or as documents.
     /// `NoModel` without a model (the reason, with its paths, is in the log and `/health`).
     pub fn embed(&self, texts: &[String], as_queries: bool) -> Result<Vec<Vec<f32>>> {
-        let e = self.encoder.as_ref().ok_or(Error::NoModel)?;
-        if as_queries {
-            texts.iter().map(|t| e.encode_query(t)).collect()
-        } else {
-            let texts: Vec<String> = texts.iter().map(|t| cut(t)).collect();
-            e.encode_documents(&texts, |_| {})
-        }
+        embed_with(
+            self.encoder.as_ref().ok_or(Error::NoModel)?,
+            texts,
+            as_queries,
+        )
     }
 
     /// The model id vectors come from, when a model is loaded.
     pub fn model_id(&self) -> Option<String> {
         self.encoder.as_ref().map(|e| e.id().to_string())
+    }
+}
+
+/// Vectors of `texts` by `e`: as queries (with the model's query prefix) or as documents.
+fn embed_with(e: &Encoder, texts: &[String], as_queries: bool) -> Result<Vec<Vec<f32>>> {
+    if as_queries {
+        texts.iter().map(|t| e.encode_query(t)).collect()
+    } else {
+        let texts: Vec<String> = texts.iter().map(|t| cut(t)).collect();
+        e.encode_documents(&texts, |_| {})
     }
 }

@@ -43,7 +43,12 @@ impl Engine {
         let (model, analysis, synonyms) = {
             let text = self.text.read().unwrap_or_else(|e| e.into_inner());
             (
-                text.intents.clone().unwrap_or_else(|| gen.intents.clone()),
+                // Reloaded brands and names, with the centroids of the generation's own
+                // vectors (a challenger's view has its model's).
+                match &text.intents {
+                    Some(reloaded) => Arc::new(reloaded.with_centroids_of(&gen.intents)),
+                    None => gen.intents.clone(),
+                },
                 text.analysis
                     .clone()
                     .unwrap_or_else(|| gen.analysis.clone()),
@@ -155,6 +160,24 @@ impl Engine {
         Ok(out)
     }
 
+    /// The shopper's taste, for ranking with `view`'s model. The user vector is a mean
+    /// of the serving model's vectors: under a challenger it is left out (no `personal`
+    /// feature), the brand, category and price affinities stay.
+    pub(super) fn personal_context(
+        &self,
+        user: Option<&str>,
+        view: &super::models::ModelView,
+    ) -> Option<crate::behavior::profile::PersonalContext> {
+        let (Some(user), Some(b)) = (user, &self.behavior) else {
+            return None;
+        };
+        let mut context = b.context(&self.pseudonyms.of(user))?;
+        if view.challenger {
+            context.vector.clear();
+        }
+        Some(context)
+    }
+
     /// Runs one search.
     pub fn search(&self, req: &SearchRequest) -> Result<SearchResponse> {
         let _search =
@@ -171,13 +194,15 @@ impl Engine {
                 req.bm25.as_ref(),
             )?);
         }
-        let gen = self.generation();
+        // The profile's model: the live rows with its vectors, and its encoder.
+        let view = self.model_view(&profile);
+        let gen = view.gen.clone();
         let mut timings = Timings::default();
 
         // Understanding is one call; the encode inside it is timed on its own, and what
         // follows the encode (words, synonyms, categories) counts with retrieval, as before.
         let t = Instant::now();
-        let semantic_wanted = self.encoder.is_some()
+        let semantic_wanted = view.encoder.is_some()
             && (profile.weight("semantic") != 0.0 || profile.candidates.vector > 0);
         // Under load, a profile's latency budget may drop the semantic stage and candidates.
         let budget = self.load.plan(
@@ -195,7 +220,7 @@ impl Engine {
         let encode = |text: &str| {
             let _span = tracing::debug_span!("encode").entered();
             let started = Instant::now();
-            let v = match &self.encoder {
+            let v = match &view.encoder {
                 Some(e) if semantic_wanted => e.encode_query(text).map(Some),
                 _ => Ok(None),
             };
@@ -280,10 +305,7 @@ impl Engine {
 
         let t = Instant::now();
         let span = tracing::debug_span!("rank").entered();
-        let personal = match (&req.user, &self.behavior) {
-            (Some(user), Some(b)) => b.context(&self.pseudonyms.of(user)),
-            _ => None,
-        };
+        let personal = self.personal_context(req.user.as_deref(), &view);
         let mut ranked = rank::rank(&gen, &candidates, &profile, personal.as_ref(), &intents);
         let mut applied = active.hide_and_boost(&gen, &mut ranked, profile.tie_break);
         let hidden: usize = applied.iter().map(|a| a.hidden.len()).sum();
@@ -402,6 +424,9 @@ impl Engine {
             false => Vec::new(),
         }
         .into_iter();
+        let model = (view.encoder.as_ref())
+            .filter(|_| query_vector.is_some())
+            .map(|e| e.id().to_string());
         let hit = |s: &rank::Scored, bm25_terms: Option<serde_json::Value>| {
             let p = &gen.products[s.ord as usize];
             Hit {
@@ -413,6 +438,7 @@ impl Engine {
                 score: s.score,
                 explain: req.explain.then(|| rank::Explain {
                     bm25_terms,
+                    model: model.clone(),
                     ..s.explain.clone()
                 }),
             }
@@ -450,6 +476,7 @@ impl Engine {
             size: req.size,
             profile: profile_name,
             semantic: query_vector.is_some(),
+            model,
             personalized: personal.is_some(),
             intents,
             filters: AppliedFilters::from(&filters),

@@ -40,7 +40,8 @@ impl Engine {
         let user_dict = sources.user_dict.as_deref().filter(|p| p.is_file());
         let analysis = Analysis::load(user_dict, brands.iter().copied())?;
         let aliases = sources.brand_aliases.as_deref().filter(|p| p.is_file());
-        let intents = IntentModel::new(&gen.products, gen.vectors.as_ref(), aliases)?;
+        // No centroids: understanding takes them from the generation searched.
+        let intents = IntentModel::new(&gen.products, None, aliases)?;
         let count = synonyms.len();
         *self.text.write().unwrap_or_else(|e| e.into_inner()) = TextResources {
             synonyms: Arc::new(synonyms),

@@ -14,7 +14,11 @@ impl Engine {
     fn load_profiles(&self) -> Result<()> {
         let dir = self.data_dir.join("profiles");
         let fresh = Profiles::load(&dir)?;
-        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(fresh);
+        // The models they name first, so no search finds a profile without its model.
+        self.load_models(fresh.iter().map(|(n, p)| (n, &**p)))?;
+        let fresh = Arc::new(fresh);
+        *self.profiles.write().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+        self.drop_unused_models(&fresh);
         *self
             .profiles_stamp
             .lock()
@@ -57,6 +61,10 @@ impl Engine {
     pub fn put_profile(&self, name: &str, text: &str) -> Result<profile::Version> {
         let _edit = self.profile_edit.lock().unwrap_or_else(|e| e.into_inner());
         let dir = self.data_dir.join("profiles");
+        // A model that cannot be loaded makes the profile invalid before anything is saved.
+        profile::check_name(name)?;
+        let parsed = Profile::parse(text, &Path::new("profiles").join(format!("{name}.toml")))?;
+        self.load_models([(name, &parsed)])?;
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let (_, version) = profile::save(&dir, name, text)?;
         self.load_profiles()?;
@@ -175,11 +183,19 @@ impl Engine {
             r.profile = Some(profile.to_string());
             self.search(&r)
         };
+        let mut models = std::collections::BTreeMap::new();
         let (mut res, teams) = match a.arms.as_slice() {
-            [one] => (run(&one.profile)?, Vec::new()),
+            [one] => {
+                let res = run(&one.profile)?;
+                models.extend(res.model.clone().map(|m| (one.name.clone(), m)));
+                (res, Vec::new())
+            }
             [arm_a, arm_b] => {
                 let (pa, pb) = (&arm_a.profile, &arm_b.profile);
                 let (ra, rb) = (run(pa)?, run(pb)?);
+                for (arm, r) in [(arm_a, &ra), (arm_b, &rb)] {
+                    models.extend(r.model.clone().map(|m| (arm.name.clone(), m)));
+                }
                 let ids =
                     |r: &SearchResponse| r.hits.iter().map(|h| h.id.clone()).collect::<Vec<_>>();
                 // A fresh coin for each search's team draft.
@@ -197,8 +213,14 @@ impl Engine {
                         teams.push(a.arms[team].name.clone());
                     }
                 }
+                let model = match (&ra.model, &rb.model) {
+                    (Some(ma), Some(mb)) if ma != mb => Some(format!("{ma} + {mb}")),
+                    (ma, mb) => ma.clone().or_else(|| mb.clone()),
+                };
                 let mut res = ra;
                 res.profile = format!("{pa}+{pb}");
+                res.model = model;
+                res.semantic = res.model.is_some();
                 res.hits = hits;
                 (res, teams)
             }
@@ -211,12 +233,14 @@ impl Engine {
             &req.query,
             shown,
             teams,
+            models.clone(),
             crate::util::now(),
         )?;
         res.experiment = Some(ExperimentTag {
             id: a.id,
             arm: a.arm,
             search_id,
+            models,
         });
         Ok(res)
     }

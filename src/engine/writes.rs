@@ -37,8 +37,11 @@ impl Engine {
         Ok(())
     }
 
+    /// Serves `snapshot` (call with `live` held), and the challenger models follow it.
     pub(super) fn swap(&self, snapshot: Generation) {
-        *self.generation.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+        let snapshot = Arc::new(snapshot);
+        *self.generation.write().unwrap_or_else(|e| e.into_inner()) = snapshot.clone();
+        self.follow_models(&snapshot);
     }
 
     /// Applies product writes durably (acknowledged = in the change log); they are

@@ -196,6 +196,18 @@ impl Generation {
         self.products.len() - self.removed_count
     }
 
+    /// This snapshot's rows with another model's product vectors (and the category
+    /// centroids of those vectors): what a search with that model reads. Nothing of this
+    /// generation's own vectors is left in it.
+    pub fn with_model(&self, model_id: &str, vectors: Vectors, intents: IntentModel) -> Generation {
+        let mut view = self.clone();
+        view.meta.model_id = Some(model_id.to_string());
+        view.meta.dim = vectors.dim();
+        view.vectors = Some(vectors);
+        view.intents = Arc::new(intents);
+        view
+    }
+
     /// The catalog's words by pinyin, for pinyin queries: the jieba words of the title
     /// field's term dictionary (with document frequencies) and the brands. Built on first
     /// use (the first pinyin-looking query), then kept for the generation.

@@ -22,7 +22,7 @@ pub mod synonyms;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use regex::Regex;
 use serde::Serialize;
@@ -111,13 +111,14 @@ static ATTRIBUTE: LazyLock<Regex> = LazyLock::new(|| {
         .expect("attribute pattern")
 });
 
-/// Query understanding for one index generation.
+/// Query understanding for one index generation. Cheap to clone (the parts are shared).
+#[derive(Clone)]
 pub struct IntentModel {
-    brands: BrandMatcher,
+    brands: Arc<BrandMatcher>,
     /// Leaf category name (normalized) -> category path, longest name first.
-    category_names: Vec<(String, String)>,
+    category_names: Arc<Vec<(String, String)>>,
     /// Category path -> unit centroid of its products' vectors.
-    centroids: Vec<(String, Vec<f32>)>,
+    centroids: Arc<Vec<(String, Vec<f32>)>>,
 }
 
 /// What shoppers clicked after searching a query: categories and brands with weights,
@@ -162,8 +163,7 @@ impl IntentModel {
         // Every segment name of every path names its path prefix (`耳机` -> `数码/耳机`).
         let mut names: HashMap<String, String> = HashMap::new();
         let mut children: HashMap<String, std::collections::BTreeSet<String>> = HashMap::new();
-        let mut sums: HashMap<String, (Vec<f32>, usize)> = HashMap::new();
-        for (i, p) in products.iter().enumerate() {
+        for p in products {
             let p: &Product = p.borrow();
             if p.category.is_empty() {
                 continue;
@@ -185,13 +185,6 @@ impl IntentModel {
                     }
                 }
             }
-            if let Some(v) = vectors {
-                let entry = sums
-                    .entry(p.category.clone())
-                    .or_insert_with(|| (vec![0.0; v.dim()], 0));
-                entry.0.iter_mut().zip(v.row(i)).for_each(|(s, x)| *s += x);
-                entry.1 += 1;
-            }
         }
         // A path with a single child chain means that child (`手机` -> `数码/手机/智能手机`).
         for path in names.values_mut() {
@@ -205,19 +198,32 @@ impl IntentModel {
         }
         let mut category_names: Vec<(String, String)> = names.into_iter().collect();
         category_names.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        let mut centroids: Vec<(String, Vec<f32>)> = sums
-            .into_iter()
-            .filter_map(|(path, (sum, _))| {
-                let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
-                (norm > 0.0).then(|| (path, sum.iter().map(|x| x / norm).collect()))
-            })
-            .collect();
-        centroids.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(IntentModel {
-            brands,
-            category_names,
-            centroids,
+            brands: Arc::new(brands),
+            category_names: Arc::new(category_names),
+            centroids: Arc::new(vectors.map_or_else(Vec::new, |v| centroids(products, v))),
         })
+    }
+
+    /// The same model with the category centroids of other vectors over the same rows
+    /// (another model's: a challenger's query vectors are compared with its own).
+    pub fn with_vectors<P: std::borrow::Borrow<Product>>(
+        &self,
+        products: &[P],
+        vectors: &Vectors,
+    ) -> IntentModel {
+        IntentModel {
+            centroids: Arc::new(centroids(products, vectors)),
+            ..self.clone()
+        }
+    }
+
+    /// The same model with `other`'s category centroids.
+    pub fn with_centroids_of(&self, other: &IntentModel) -> IntentModel {
+        IntentModel {
+            centroids: other.centroids.clone(),
+            ..self.clone()
+        }
     }
 
     /// The brand matcher.
@@ -326,6 +332,35 @@ impl IntentModel {
             .filter(|c| c.confidence >= 0.05)
             .collect()
     }
+}
+
+/// Category path -> unit centroid of its products' rows of `vectors`, by path.
+fn centroids<P: std::borrow::Borrow<Product>>(
+    products: &[P],
+    vectors: &Vectors,
+) -> Vec<(String, Vec<f32>)> {
+    let mut sums: HashMap<String, Vec<f32>> = HashMap::new();
+    for (i, p) in products.iter().enumerate().take(vectors.len()) {
+        let p: &Product = p.borrow();
+        if p.category.is_empty() {
+            continue;
+        }
+        let sum = sums
+            .entry(p.category.clone())
+            .or_insert_with(|| vec![0.0; vectors.dim()]);
+        sum.iter_mut()
+            .zip(vectors.row(i))
+            .for_each(|(s, x)| *s += x);
+    }
+    let mut out: Vec<(String, Vec<f32>)> = sums
+        .into_iter()
+        .filter_map(|(path, sum)| {
+            let norm = sum.iter().map(|x| x * x).sum::<f32>().sqrt();
+            (norm > 0.0).then(|| (path, sum.iter().map(|x| x / norm).collect()))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// What understanding reads: the intent model, the analyzers and the synonyms in use

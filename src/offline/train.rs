@@ -503,13 +503,18 @@ fn hybrid_scores(
         &EmbeddingCache::path(data_dir, encoder.id()),
         &EmbeddingCache::path(scratch, encoder.id()),
     )?;
-    // The data directory's own profiles (a `default.toml` there overrides the built-in).
-    if let Ok(entries) = std::fs::read_dir(data_dir.join("profiles")) {
-        for e in entries.flatten() {
-            if e.path().extension().is_some_and(|x| x == "toml") {
-                copy(&e.path(), &scratch.join("profiles").join(e.file_name()))?;
-            }
-        }
+    // The data directory's `default.toml` (it overrides the built-in), the one profile
+    // the gate ranks with, searching with the model under test: a `model` it names (an
+    // A/B challenger) is left out, and so are the other profiles (their models are not
+    // this scratch directory's).
+    let default = data_dir.join("profiles").join("default.toml");
+    if default.is_file() {
+        let text = std::fs::read_to_string(&default).map_err(|e| Error::io(&default, e))?;
+        let mut profile = crate::rank::Profile::parse(&text, &default)?;
+        profile.model = None;
+        let to = scratch.join("profiles").join("default.toml");
+        std::fs::create_dir_all(scratch.join("profiles")).map_err(|e| Error::io(scratch, e))?;
+        std::fs::write(&to, profile.to_toml()).map_err(|e| Error::io(&to, e))?;
     }
     let gen = engine.generation();
     let products: Vec<crate::catalog::Product> = gen

@@ -115,6 +115,10 @@ pub struct Explain {
     /// Merchandising rules that boosted, buried or pinned the product.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<rules::RuleEffect>,
+    /// The model whose vectors gave `semantic` (the profile's), filled in for the hits
+    /// of the returned page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A ranked candidate.
@@ -247,6 +251,7 @@ pub fn rank(
                     bm25_terms: None,
                     rules: Vec::new(),
                     features,
+                    model: None,
                 },
             }
         })

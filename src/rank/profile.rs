@@ -71,6 +71,12 @@ pub struct Profile {
     /// A latency budget under load (off by default).
     #[serde(default)]
     pub budget: Budget,
+    /// The embedding model this profile searches with (query vectors, product vectors,
+    /// the `semantic` feature, category centroids): a folder `DATA_DIR/models/ID` with an
+    /// `encoder.toml` (as `shoprank train` writes them) or a model of the manifest. `None`
+    /// (or the serving model's id): the serving model. See docs/training.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// How results with equal scores are ordered (then by row, so the order is total).
@@ -203,6 +209,7 @@ impl Profile {
             diversity: Diversity::default(),
             matching: Matching::default(),
             budget: Budget::default(),
+            model: None,
         }
     }
 
@@ -227,6 +234,7 @@ impl Profile {
                 ..Matching::default()
             },
             budget: Budget::default(),
+            model: None,
         }
     }
 
@@ -312,6 +320,9 @@ impl Profile {
                 b.latency_ms, b.min_candidates
             ));
         }
+        if let Some(model) = &self.model {
+            check_model_name(model).map_err(|reason| format!("model: {reason}"))?;
+        }
         if self.candidates.bm25 + self.candidates.vector == 0
             || self.candidates.bm25 > 10_000
             || self.candidates.vector > 10_000
@@ -380,6 +391,11 @@ impl Profiles {
         self.map.keys().cloned().collect()
     }
 
+    /// Every profile with its name, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Arc<Profile>)> {
+        self.map.iter().map(|(name, p)| (name.as_str(), p))
+    }
+
     /// Writes `default.toml` into `dir` when it does not exist yet, for engineers to edit.
     pub fn write_default(dir: &Path) -> Result<()> {
         let path = dir.join("default.toml");
@@ -397,6 +413,28 @@ impl Profiles {
 }
 
 pub use crate::util::versioned::Version;
+
+/// Longest model name a profile may give.
+pub const MAX_MODEL_NAME: usize = 128;
+
+/// Checks a model name as a profile gives it: 1-128 of `[A-Za-z0-9._+-]`, not starting
+/// with `.`. It names a folder of `DATA_DIR/models` (or a manifest entry), so it can hold
+/// no path: no separator, no `..`, not absolute, no hidden folder (`.gate-*` scratch).
+pub fn check_model_name(name: &str) -> std::result::Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "._+-".contains(c);
+    if name.is_empty()
+        || name.len() > MAX_MODEL_NAME
+        || name.starts_with('.')
+        || !name.chars().all(allowed)
+    {
+        return Err(format!(
+            "`{}` is not a model name: 1 to {MAX_MODEL_NAME} letters, digits, `.`, `_`, `+` or `-`, \
+             not starting with `.` (a folder name under DATA_DIR/models or a manifest model, never a path)",
+            name.chars().take(MAX_MODEL_NAME).collect::<String>()
+        ));
+    }
+    Ok(())
+}
 
 /// The profile files of `dir`.
 fn files(dir: &Path) -> Versioned<'_> {

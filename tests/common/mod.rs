@@ -235,6 +235,39 @@ pub fn tiny_config(dir: &Path) -> EncoderConfig {
     }
 }
 
+/// A fresh tiny model (new random weights) written as a model folder of `data_dir`, as
+/// `shoprank train` writes one: `DATA_DIR/models/ID/` with its own `encoder.toml`.
+pub fn tiny_model_folder(data_dir: &Path, id: &str) -> PathBuf {
+    let dir = data_dir.join("models").join(id);
+    tiny_model_at(&dir, id);
+    dir
+}
+
+/// A fresh tiny model with its own `encoder.toml` (model id `id`) written into `dir`.
+pub fn tiny_model_at(dir: &Path, id: &str) {
+    std::fs::create_dir_all(dir).expect("model folder");
+    write_tiny_model(dir);
+    #[derive(serde::Serialize)]
+    struct FolderManifest {
+        encoder: EncoderConfig,
+    }
+    let encoder = EncoderConfig {
+        id: id.into(),
+        dir: ".".into(),
+        ..tiny_config(dir)
+    };
+    let text = toml::to_string(&FolderManifest { encoder }).expect("manifest serializes");
+    std::fs::write(dir.join(shoprank::encoder::FOLDER_MANIFEST), text).expect("manifest written");
+}
+
+/// The encoder of a model folder with its own `encoder.toml`, loaded on the CPU.
+pub fn folder_encoder(dir: &Path) -> Encoder {
+    let config = EncoderConfig::from_model_dir(dir)
+        .expect("the folder has an encoder.toml")
+        .expect("encoder.toml parses");
+    Encoder::load(config, Device::Cpu).expect("the folder's model loads")
+}
+
 /// A fresh tiny model in its own temp dir.
 pub fn tiny_model() -> TinyModel {
     let dir = tempfile::tempdir().expect("temp dir");

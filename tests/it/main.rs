@@ -13,6 +13,7 @@ mod http;
 mod ingest;
 mod intent;
 mod layers;
+mod models;
 mod profiles;
 mod relevance;
 mod rerank;

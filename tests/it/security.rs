@@ -846,3 +846,82 @@ async fn rules_need_the_rules_action() {
     let (s, _) = common::call(&state, bearer(search("口红"), &merchandiser_key)).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "a rules key does not search");
 }
+
+/// Issue 15 (A/B testing a model): a profile's `model` names a folder of
+/// `DATA_DIR/models`; no name from a request reaches a folder outside it, even one that
+/// holds a loadable model, nor a hidden one there (the gate's scratch folders).
+#[actix_web::test]
+async fn a_profile_model_cannot_name_a_path_outside_the_model_folder() {
+    let data = common::demo_index(None);
+    let outside = tempfile::tempdir().unwrap();
+    for dir in [
+        data.path().join("escape"),
+        data.path().join("models/.gate-x"),
+        outside.path().join("m"),
+    ] {
+        common::tiny_model_at(&dir, "m");
+    }
+    // A symlink in the model folder that points out of it is refused too.
+    std::os::unix::fs::symlink(outside.path().join("m"), data.path().join("models/link")).unwrap();
+    let engine = writable(data.path());
+    let state = keyed(engine.clone(), data.path());
+    let put = atest::TestRequest::put()
+        .uri("/profiles/x")
+        .set_payload("model = \"link\"\n[weights]\nbm25 = 1.0\n");
+    let (s, b) = common::call(&state, bearer(put, MASTER)).await;
+    assert_eq!(
+        (s, code(&b)),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_profile"))
+    );
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("points outside DATA_DIR/models"),
+        "{message}"
+    );
+    let absolute = outside.path().join("m").to_string_lossy().to_string();
+    for name in [
+        "../escape",
+        "..",
+        ".",
+        "../../escape",
+        "models/../../escape",
+        "a/b",
+        "a\\b",
+        absolute.as_str(),
+        ".gate-x",
+        "%2e%2e%2fescape",
+        "",
+        "m\u{0}",
+    ] {
+        let body = toml::to_string(&json!({"model": name, "weights": {"bm25": 1.0}})).unwrap();
+        let put = atest::TestRequest::put()
+            .uri("/profiles/x")
+            .set_payload(body);
+        let (s, b) = common::call(&state, bearer(put, MASTER)).await;
+        assert_eq!(
+            (s, code(&b)),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_profile")),
+            "{name:?}: {b}"
+        );
+        let message = b["message"].as_str().unwrap();
+        assert!(message.contains("not a model name"), "{name:?}: {message}");
+        assert!(
+            !message.contains(&*data.path().to_string_lossy()),
+            "{message}"
+        );
+    }
+    assert!(
+        !data.path().join("profiles/x.toml").exists(),
+        "nothing saved"
+    );
+    assert_eq!(engine.health().models.len(), 0, "no model loaded");
+    // A hand-edited file is refused the same way; the old profiles stay live.
+    std::fs::write(
+        data.path().join("profiles/x.toml"),
+        "model = \"../escape\"\n[weights]\nbm25 = 1.0\n",
+    )
+    .unwrap();
+    let err = engine.reload_profiles().unwrap_err();
+    assert_eq!(err.code(), "invalid_profile", "{err}");
+    assert!(engine.profiles().get("x").is_err());
+}

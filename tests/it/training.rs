@@ -257,9 +257,19 @@ fn a_model_that_wins_on_held_out_queries_is_published_and_used_after_a_rebuild()
     let mut semantic = shoprank::rank::Profile::default_profile();
     semantic.weights.values_mut().for_each(|w| *w = 0.0);
     semantic.weights.insert("semantic".into(), 1.0);
+    // Profiles naming an A/B challenger model (`default` too): the gate ranks with the
+    // model under test, and its scratch directory has no model folders (regression: the
+    // scratch engines failed to open on the other profiles' models).
+    common::tiny_model_folder(data_dir.path(), "tiny-b");
+    semantic.model = Some("tiny-b".into());
     std::fs::write(
         data_dir.path().join("profiles/default.toml"),
         semantic.to_toml(),
+    )
+    .unwrap();
+    std::fs::write(
+        data_dir.path().join("profiles/other.toml"),
+        "model = \"tiny-b\"\n[weights]\nsemantic = 1.0\n",
     )
     .unwrap();
     let open = |dir: &std::path::Path, e: Encoder| Engine::open(dir, Some(e), None);
