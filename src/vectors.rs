@@ -318,7 +318,9 @@ impl Vectors {
         if kept * 4 < sample {
             return self.nearest_exact(query, k, keep);
         }
-        let Some(found) = self.graph_search(ann, query, k, k * OVERSAMPLE, &keep) else {
+        let mut codes = Vec::with_capacity(self.dim);
+        quantize(query, &mut codes);
+        let Some(found) = self.graph_search(ann, query, &codes, k, k * OVERSAMPLE, &keep) else {
             return self.nearest_exact(query, k, keep);
         };
         // A query in a dense cluster (its k best within DENSE_SPAN) has many more
@@ -328,24 +330,24 @@ impl Vectors {
             return found;
         }
         let wider = k * OVERSAMPLE * DENSE_WIDER;
-        self.graph_search(ann, query, k, wider, &keep)
+        self.graph_search(ann, query, &codes, k, wider, &keep)
             .unwrap_or(found)
     }
 
-    /// The best `k` of the `wanted` rows the graph finds, rescored; `None` when the graph
-    /// could not search or reached fewer than `k` rows.
+    /// The best `k` of the `wanted` rows the graph finds for `codes` (the query's int8
+    /// codes), rescored with `query`; `None` when the graph could not search or reached
+    /// fewer than `k` rows.
     fn graph_search(
         &self,
         ann: &Ann,
         query: &[f32],
+        codes: &[i8],
         k: usize,
         wanted: usize,
         keep: impl Fn(usize) -> bool,
     ) -> Option<Vec<(u32, f32)>> {
         let len = self.len;
-        let mut codes = Vec::with_capacity(self.dim);
-        quantize(query, &mut codes);
-        let found = ann.0.filtered_search(&codes, wanted, |key| {
+        let found = ann.0.filtered_search(codes, wanted, |key| {
             (key as usize) < len && keep(key as usize)
         });
         let keys = match found {
@@ -646,7 +648,9 @@ mod tests {
                         }
                         true
                     };
-                    if v.graph_search(ann, q, 10, 40, keep).is_none() {
+                    let mut codes = Vec::new();
+                    quantize(q, &mut codes);
+                    if v.graph_search(ann, q, &codes, 10, 40, keep).is_none() {
                         failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 });

@@ -156,6 +156,29 @@ impl EncoderConfig {
         path.is_file()
             .then(|| EncoderConfig::from_manifest(&path, None))
     }
+
+    /// Writes these settings as model folder `dir`'s [`FOLDER_MANIFEST`], with `id` as the
+    /// folder's model id and `dir = "."` (the weights beside it): what
+    /// [`EncoderConfig::from_model_dir`] reads.
+    pub fn write_to_model_dir(&self, dir: &Path, id: &str) -> Result<()> {
+        #[derive(serde::Serialize)]
+        struct FolderManifest<'a> {
+            encoder: &'a EncoderConfig,
+        }
+        let encoder = EncoderConfig {
+            id: id.to_string(),
+            dir: ".".into(),
+            ..self.clone()
+        };
+        let text = format!(
+            "# The encoder settings of this model folder (written by `shoprank train`).\n\
+             # `--model-dir` takes them from here, so the folder's id is used.\n{}",
+            toml::to_string(&FolderManifest { encoder: &encoder })
+                .map_err(|e| Error::Internal(e.to_string()))?
+        );
+        let path = dir.join(FOLDER_MANIFEST);
+        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))
+    }
 }
 
 /// Queries whose vectors are kept (2 KB each for a 512-d model).

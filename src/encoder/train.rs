@@ -437,18 +437,7 @@ impl Trainer {
             std::fs::copy(self.config.dir.join(f), out.join(f))
                 .map_err(|e| Error::io(out.join(f), e))?;
         }
-        let mut config = self.config.clone();
-        config.id = id.to_string();
-        config.dir = ".".into();
-        let text = format!(
-            "# The encoder settings of this model folder (written by `shoprank train`).\n\
-             # `--model-dir` takes them from here, so the folder's id is used.\n{}",
-            toml::to_string(&ManifestOut { encoder: config })
-                .map_err(|e| Error::Internal(e.to_string()))?
-        );
-        let path = out.join(super::FOLDER_MANIFEST);
-        std::fs::write(&path, text).map_err(|e| Error::io(&path, e))?;
-        Ok(())
+        self.config.write_to_model_dir(out, id)
     }
 
     /// SHA-256 (hex, 16 digits) over every weight by name, shape and value: what the
@@ -484,11 +473,6 @@ impl Trainer {
             .map(|(k, v)| Ok((k.clone(), v.as_tensor().copy()?)))
             .collect()
     }
-}
-
-#[derive(serde::Serialize)]
-struct ManifestOut {
-    encoder: EncoderConfig,
 }
 
 #[cfg(test)]

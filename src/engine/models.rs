@@ -150,7 +150,7 @@ impl Challenger {
     fn follow(&self, gen: &Generation, previous: Option<&Generation>) -> Result<Generation> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let encoder = &*self.encoder;
-        let same = previous.filter(|p| p.meta.name == gen.meta.name && p.vectors.is_some());
+        let same = previous.filter(|p| p.meta.name == gen.meta.name);
         if let Some((p, old)) = same.and_then(|p| Some((p, p.vectors.as_ref()?))) {
             // Rows only grow within a generation (a delete leaves a tombstone row).
             let changed: Vec<usize> = (0..gen.products.len())

@@ -285,8 +285,13 @@ pub fn rank(
             s.explain.personal_gate = Some(gate);
         }
     }
-    out.sort_by(|a, b| {
-        (b.score.total_cmp(&a.score)).then_with(|| tie_order(gen, profile.tie_break, a.ord, b.ord))
-    });
+    sort_best_first(gen, profile.tie_break, &mut out);
     out
+}
+
+/// Sorts by score, best first, equal scores by `tie` (see [`tie_order`]).
+pub fn sort_best_first(gen: &Generation, tie: TieBreak, ranked: &mut [Scored]) {
+    ranked.sort_by(|a, b| {
+        (b.score.total_cmp(&a.score)).then_with(|| tie_order(gen, tie, a.ord, b.ord))
+    });
 }

@@ -514,9 +514,7 @@ impl Active {
             out.push(applied);
         }
         if out.iter().any(|a| a.boosted > 0) {
-            ranked.sort_by(|a, b| {
-                (b.score.total_cmp(&a.score)).then_with(|| super::tie_order(gen, tie, a.ord, b.ord))
-            });
+            super::sort_best_first(gen, tie, ranked);
         }
         out
     }

@@ -21,10 +21,10 @@ use tantivy::columnar::Column;
 use tantivy::query::{
     BooleanQuery, BoostQuery, ConstScoreQuery, EnableScoring, Occur, Query, RangeQuery, TermQuery,
 };
-
-pub use bm25::{Bm25Params, Bm25Settings, FieldBm25};
 use tantivy::schema::IndexRecordOption;
 use tantivy::{Searcher, Term};
+
+pub use bm25::{Bm25Params, Bm25Settings, FieldBm25};
 
 use crate::analysis::normalize;
 use crate::catalog::Product;

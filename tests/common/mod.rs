@@ -247,17 +247,7 @@ pub fn tiny_model_folder(data_dir: &Path, id: &str) -> PathBuf {
 pub fn tiny_model_at(dir: &Path, id: &str) {
     std::fs::create_dir_all(dir).expect("model folder");
     write_tiny_model(dir);
-    #[derive(serde::Serialize)]
-    struct FolderManifest {
-        encoder: EncoderConfig,
-    }
-    let encoder = EncoderConfig {
-        id: id.into(),
-        dir: ".".into(),
-        ..tiny_config(dir)
-    };
-    let text = toml::to_string(&FolderManifest { encoder }).expect("manifest serializes");
-    std::fs::write(dir.join(shoprank::encoder::FOLDER_MANIFEST), text).expect("manifest written");
+    (tiny_config(dir).write_to_model_dir(dir, id)).expect("encoder.toml written");
 }
 
 /// The encoder of a model folder with its own `encoder.toml`, loaded on the CPU.
